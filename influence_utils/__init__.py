@@ -1,0 +1,91 @@
+"""influence_utils: influence functions in PyTorch, and the tools of the book
+*What Influence Functions Do*.
+
+Sign convention, stated once: every score ``scores[i, j]`` (query dimension first) estimates
+``loss(test_i; θ without train_j) − loss(test_i; θ)``, i.e. ``(1/n) ∇ℓ(test_i)ᵀ H⁻¹ ∇ℓ(train_j)``
+for classical influence. Positive: train_j helps test_i.
+
+Quick start::
+
+    import influence_utils as iu
+    obj = iu.Objective(model, iu.per_example_cross_entropy, weight_decay=1e-3)
+    theta = obj.theta()
+    solver = iu.ArnoldiSolver(rank=50, iterations=200).fit(obj, theta, train)
+    scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
+"""
+
+from . import batching, cache, config, data, models, objective, plotting, scores, solvers, training, utils
+from .cache import CacheMismatchError, cached
+from .config import Config, get_config
+from .data import load_dataset
+from .objective import Objective, per_example_cross_entropy, per_example_squared_error
+from .scores import (
+    gradient_cosine,
+    gradient_dot,
+    influence,
+    self_influence,
+    time_bounded_coefficients,
+    time_bounded_influence,
+    tracin,
+)
+from .solvers import (
+    ArnoldiSolver,
+    CGSolver,
+    ConvergenceWarning,
+    ExactSolver,
+    LissaDivergenceError,
+    LissaSolver,
+)
+from .training import Trajectory, minimize_newton, paired_runs, retrain_without, train
+from .utils import pearson, seed_everything, spearman
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # objective
+    "Objective",
+    "per_example_cross_entropy",
+    "per_example_squared_error",
+    # solvers
+    "ExactSolver",
+    "CGSolver",
+    "LissaSolver",
+    "ArnoldiSolver",
+    "LissaDivergenceError",
+    "ConvergenceWarning",
+    # scores
+    "influence",
+    "self_influence",
+    "time_bounded_influence",
+    "time_bounded_coefficients",
+    "tracin",
+    "gradient_dot",
+    "gradient_cosine",
+    # training and ground truth
+    "Trajectory",
+    "train",
+    "retrain_without",
+    "paired_runs",
+    "minimize_newton",
+    # around the core
+    "Config",
+    "get_config",
+    "load_dataset",
+    "cached",
+    "CacheMismatchError",
+    "seed_everything",
+    "pearson",
+    "spearman",
+    # modules
+    "batching",
+    "cache",
+    "config",
+    "data",
+    "models",
+    "objective",
+    "plotting",
+    "scores",
+    "solvers",
+    "training",
+    "utils",
+]

@@ -1,0 +1,125 @@
+"""Uniform access to data given as ``(inputs, targets)`` tensors or as a ``DataLoader``.
+
+Every function in the package that takes data accepts either
+
+* a tuple ``(inputs, targets)`` where ``targets`` is a tensor ``[n, ...]`` and ``inputs`` is a
+  tensor ``[n, ...]``, a tuple of such tensors (passed to the model positionally) or a dict of
+  them (passed as keyword arguments), or
+* a :class:`torch.utils.data.DataLoader` (or any iterable) yielding such tuples.
+
+Large tuples are cut into chunks so that memory stays bounded; a ``DataLoader`` is consumed
+batch by batch as it comes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_map
+
+__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch"]
+
+
+def _leading_dims(inputs: Any) -> list[int]:
+    leaves, _ = tree_flatten(inputs)
+    if not leaves:
+        raise ValueError("inputs are empty: expected a tensor, a tuple of tensors or a dict of tensors")
+    dims = []
+    for leaf in leaves:
+        if not isinstance(leaf, Tensor):
+            raise TypeError(
+                f"inputs must be tensors (or tuples/dicts of tensors), got {type(leaf).__name__}; "
+                "encode text first, e.g. with influence_utils.models.encode_texts"
+            )
+        if leaf.ndim == 0:
+            raise ValueError("inputs must have a leading example dimension [n, ...], got a 0-d tensor")
+        dims.append(leaf.shape[0])
+    return dims
+
+
+def validate_batch(batch: Any) -> tuple[Any, Tensor]:
+    """Check that ``batch`` is ``(inputs, targets)`` with matching leading dimensions.
+
+    Returns:
+        The pair ``(inputs, targets)``.
+
+    Raises:
+        TypeError, ValueError: with a message saying what shape was expected.
+    """
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(
+            "data must be a pair (inputs, targets) or a DataLoader yielding such pairs, "
+            f"got {type(batch).__name__}"
+            + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        )
+    inputs, targets = batch
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"targets must be a tensor [n], got {type(targets).__name__}")
+    dims = _leading_dims(inputs)
+    n = targets.shape[0] if targets.ndim else None
+    if n is None or any(d != n for d in dims):
+        raise ValueError(
+            f"inputs and targets disagree on the number of examples: inputs {dims}, "
+            f"targets {tuple(targets.shape)}"
+        )
+    return inputs, targets
+
+
+def index_batch(inputs: Any, index: Tensor | slice) -> Any:
+    """Select examples ``index`` from every tensor in ``inputs`` (a tensor, tuple or dict)."""
+    return tree_map(lambda t: t[index], inputs)
+
+
+def num_examples(data: Any) -> int:
+    """Number of examples in ``data`` (a ``(inputs, targets)`` pair or a DataLoader)."""
+    if isinstance(data, (tuple, list)):
+        _, targets = validate_batch(data)
+        return int(targets.shape[0])
+    dataset = getattr(data, "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__"):
+        return len(dataset)
+    return sum(int(validate_batch(b)[1].shape[0]) for b in data)
+
+
+def iter_chunks(
+    data: Any, chunk_size: int | None = None, weights: Tensor | None = None
+) -> Iterator[tuple[Any, Tensor, Tensor | None]]:
+    """Yield ``(inputs, targets, weights)`` chunks of at most ``chunk_size`` examples.
+
+    Args:
+        data: ``(inputs, targets)`` or a DataLoader.
+        chunk_size: maximum chunk length for tensor data; ``None`` yields the data whole.
+            A DataLoader keeps its own batch size.
+        weights: optional per-example weights ``[n]``, sliced alongside (tensor data only).
+    """
+    if isinstance(data, (tuple, list)):
+        inputs, targets = validate_batch(data)
+        n = targets.shape[0]
+        if weights is not None and weights.shape != (n,):
+            raise ValueError(f"weights must have shape [{n}], got {tuple(weights.shape)}")
+        step = n if not chunk_size else int(chunk_size)
+        for start in range(0, n, max(step, 1)):
+            sl = slice(start, min(start + step, n))
+            yield (
+                index_batch(inputs, sl),
+                targets[sl],
+                None if weights is None else weights[sl],
+            )
+        return
+    if weights is not None:
+        raise TypeError("per-example weights need tensor data (inputs, targets), not a DataLoader")
+    if isinstance(data, Mapping) or isinstance(data, Tensor):
+        raise TypeError("data must be (inputs, targets) or a DataLoader yielding (inputs, targets)")
+    for batch in data:
+        inputs, targets = validate_batch(batch)
+        yield inputs, targets, None
+
+
+def to_device(inputs: Any, device: torch.device | str | None) -> Any:
+    """Move every tensor in ``inputs`` to ``device`` (no-op for ``None``)."""
+    if device is None:
+        return inputs
+    return tree_map(lambda t: t.to(device) if isinstance(t, Tensor) else t, inputs)

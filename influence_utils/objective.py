@@ -1,0 +1,389 @@
+"""The training objective as a pure function of a flat parameter vector θ.
+
+Influence functions are statements about the training objective
+
+    L(θ) = (1/n) Σ_i ℓ(z_i; θ) + (weight_decay / 2) ‖θ‖²,
+
+its gradient, its Hessian H = ∇²L(θ) and the per-example gradients ∇ℓ(z_i; θ). The class
+:class:`Objective` turns an ``nn.Module`` and a per-example loss into exactly these objects, on
+a flat vector θ of the selected parameters (all trainable ones, or a subset such as the last
+layers of a large model), using :mod:`torch.func`:
+
+* per-example gradients with ``vmap(grad(...))`` (no Python loop over examples);
+* Hessian-vector products forward-over-reverse, ``jvp(grad(L))``, for one vector [p] or a
+  block of vectors [k, p];
+* the Gauss–Newton matrix-vector product ``Jᵀ H_out J`` as a positive semi-definite option;
+* the full Hessian for small models.
+
+The weight-decay term belongs to L and to H but *not* to the per-example gradients: removing a
+training example removes its loss, not the regulariser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.utils._pytree import tree_map
+
+from .batching import iter_chunks, num_examples, to_device
+
+__all__ = ["Objective", "per_example_cross_entropy", "per_example_squared_error"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def per_example_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Per-example cross-entropy, binary or multiclass.
+
+    Args:
+        logits: ``[n]`` for a binary model with one logit (targets in {0, 1}), or ``[n, C]``.
+        targets: ``[n]`` class indices (int64) or, for the binary case, 0/1 labels.
+
+    Returns:
+        Losses ``[n]`` (no reduction).
+    """
+    if logits.ndim == targets.ndim:
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    return F.cross_entropy(logits, targets, reduction="none")
+
+
+def per_example_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-example ½‖output − target‖², summed over any trailing dimensions. Returns ``[n]``."""
+    diff = outputs - targets.to(outputs.dtype)
+    return 0.5 * diff.reshape(diff.shape[0], -1).pow(2).sum(-1)
+
+
+def _select_names(
+    model: nn.Module, params: None | Sequence[str] | Callable[[str], bool]
+) -> list[str]:
+    named = list(model.named_parameters())
+    if not named:
+        raise ValueError(f"{type(model).__name__} has no parameters to take influence over")
+    if params is None:
+        names = [n for n, p in named if p.requires_grad]
+        if not names:
+            raise ValueError(
+                "the model has no trainable parameters (all have requires_grad=False); pass "
+                "params=[...] names or a predicate to choose the parameters that form θ"
+            )
+        return names
+    all_names = [n for n, _ in named]
+    if callable(params):
+        names = [n for n in all_names if params(n)]
+        if not names:
+            raise ValueError(
+                "the params predicate selected no parameter; available names start with: "
+                + ", ".join(all_names[:8])
+            )
+        return names
+    if isinstance(params, str):
+        params = [params]
+    unknown = [n for n in params if n not in all_names]
+    if unknown:
+        raise ValueError(
+            f"unknown parameter names {unknown[:5]}; available names start with: "
+            + ", ".join(all_names[:8])
+        )
+    if not params:
+        raise ValueError("params is an empty list: select at least one parameter")
+    wanted = set(params)
+    return [n for n in all_names if n in wanted]  # model order, duplicates removed
+
+
+class Objective:
+    """A model's training objective as a function of the flat parameter vector θ.
+
+    ``L(θ) = (1/n) Σ_i w_i ℓ(z_i; θ) + (weight_decay/2) ‖θ‖²`` with ``w_i = 1`` unless weights
+    are passed. All methods are pure functions of ``theta``: the model's own parameters are not
+    modified (use :meth:`load` for that).
+
+    Args:
+        model: an ``nn.Module``. Put it in ``eval()`` mode if it has dropout: per-example
+            gradients are vectorised and need a deterministic forward.
+        loss_fn: ``loss_fn(outputs, targets) -> [n]`` per-example losses (no reduction), e.g.
+            :func:`per_example_cross_entropy`.
+        params: which parameters form θ. ``None``: all with ``requires_grad``; a list of
+            parameter names; or a predicate on names (``lambda n: n.startswith("head")``).
+            Parameters outside θ are held fixed at their current values.
+        weight_decay: coefficient of (weight_decay/2)‖θ‖²; part of L and of its Hessian, not of
+            the per-example gradients.
+        chunk_size: examples per chunk when data is a large tensor pair (bounded memory).
+
+    The model is called as ``model(inputs)`` for a tensor, ``model(*inputs)`` for a tuple and
+    ``model(**inputs)`` for a dict; an output with a ``.logits`` attribute is unwrapped.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        params: None | Sequence[str] | Callable[[str], bool] = None,
+        weight_decay: float = 0.0,
+        *,
+        chunk_size: int = 512,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError("loss_fn must be callable: loss_fn(outputs, targets) -> [n] losses")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.weight_decay = float(weight_decay)
+        self.chunk_size = int(chunk_size)
+        self.names = _select_names(model, params)
+        named = dict(model.named_parameters())
+        selected = [named[n] for n in self.names]
+        dtypes = {p.dtype for p in selected}
+        if len(dtypes) > 1:
+            raise TypeError(f"selected parameters mix dtypes {dtypes}; cast the model first")
+        self.shapes = [p.shape for p in selected]
+        self.numels = [p.numel() for p in selected]
+        wanted = set(self.names)
+        self._fixed = {n: p.detach() for n, p in named.items() if n not in wanted}
+        self._fixed.update({n: b for n, b in model.named_buffers()})
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def p(self) -> int:
+        """Number of parameters in θ."""
+        return sum(self.numels)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return dict(self.model.named_parameters())[self.names[0]].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return dict(self.model.named_parameters())[self.names[0]].device
+
+    def theta(self) -> Tensor:
+        """The model's current selected parameters as a flat detached copy ``[p]``."""
+        named = dict(self.model.named_parameters())
+        return torch.cat([named[n].detach().reshape(-1) for n in self.names]).clone()
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """Split a flat ``theta [p]`` into ``{name: tensor}`` views with the parameters' shapes."""
+        self._check_theta(theta)
+        pieces = torch.split(theta, self.numels)
+        return {n: t.view(s) for n, t, s in zip(self.names, pieces, self.shapes)}
+
+    def load(self, theta: Tensor) -> None:
+        """Write ``theta`` into the model's parameters in place (e.g. after training)."""
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, t in self.unflatten(theta).items():
+                named[n].copy_(t)
+
+    def _check_theta(self, theta: Tensor) -> None:
+        if not isinstance(theta, Tensor):
+            raise TypeError(f"theta must be a tensor [p], got {type(theta).__name__}")
+        if theta.shape != (self.p,):
+            raise ValueError(
+                f"theta must have shape [{self.p}] (the selected parameters), got "
+                f"{tuple(theta.shape)}; use obj.theta() to get one"
+            )
+        if theta.dtype != self.dtype:
+            raise TypeError(
+                f"theta is {theta.dtype} but the model's parameters are {self.dtype}; "
+                f"cast one of them (e.g. model.to({theta.dtype}) before building the Objective)"
+            )
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, theta: Tensor, inputs: Any) -> Tensor:
+        """Model outputs at parameters ``theta`` for a batch of ``inputs`` (``[n, ...]``)."""
+        params = {**self._fixed, **self.unflatten(theta)}
+        if isinstance(inputs, dict):
+            out = functional_call(self.model, params, (), inputs)
+        elif isinstance(inputs, (tuple, list)):
+            out = functional_call(self.model, params, tuple(inputs))
+        else:
+            out = functional_call(self.model, params, (inputs,))
+        return getattr(out, "logits", out)
+
+    def _losses(self, theta: Tensor, inputs: Any, targets: Tensor) -> Tensor:
+        losses = self.loss_fn(self.forward(theta, inputs), targets)
+        if losses.ndim != 1 or losses.shape[0] != targets.shape[0]:
+            raise ValueError(
+                f"loss_fn must return per-example losses of shape [{targets.shape[0]}], got "
+                f"{tuple(losses.shape)}; use reduction='none'"
+            )
+        return losses
+
+    def _chunks(self, data: Any, weights: Tensor | None = None) -> Iterable:
+        dev = self.device
+        for inputs, targets, w in iter_chunks(data, self.chunk_size, weights):
+            yield to_device(inputs, dev), targets.to(dev), w
+
+    def per_example_losses(self, theta: Tensor, data: Any) -> Tensor:
+        """Losses ``ℓ(z_i; θ)`` for every example, ``[n]`` (no regulariser)."""
+        self._check_theta(theta)
+        with torch.no_grad():
+            return torch.cat([self._losses(theta, x, y) for x, y, _ in self._chunks(data)])
+
+    def loss(self, theta: Tensor, data: Any, weights: Tensor | None = None) -> Tensor:
+        """Scalar ``(1/n) Σ_i w_i ℓ(z_i; θ) + (weight_decay/2)‖θ‖²`` (differentiable in θ).
+
+        Args:
+            theta: ``[p]``.
+            data: ``(inputs, targets)`` or a DataLoader.
+            weights: optional ``[n]``; ``w_j = 0`` removes example j while keeping the 1/n
+                normalisation (the leave-one-out objective that influence functions predict).
+        """
+        self._check_theta(theta)
+        n = num_examples(data)
+        total = sum(
+            (self._losses(theta, x, y) * (1 if w is None else w.to(theta))).sum()
+            for x, y, w in self._chunks(data, weights)
+        )
+        return total / n + 0.5 * self.weight_decay * theta.pow(2).sum()
+
+    def grad(self, theta: Tensor, data: Any, weights: Tensor | None = None) -> Tensor:
+        """Gradient of :meth:`loss`, ``[p]``, accumulated chunk by chunk."""
+        self._check_theta(theta)
+        n = num_examples(data)
+        g = self.weight_decay * theta.detach().clone()
+        for x, y, w in self._chunks(data, weights):
+            def chunk_loss(t: Tensor, x=x, y=y, w=w) -> Tensor:
+                losses = self._losses(t, x, y)
+                return (losses * (1 if w is None else w.to(t))).sum() / n
+            g = g + grad(chunk_loss)(theta)
+        _check_finite(g, "gradient")
+        return g
+
+    # ------------------------------------------------------------------ per-example gradients
+    def per_example_grads(self, theta: Tensor, data: Any) -> Tensor:
+        """Per-example gradients ``∇ℓ(z_i; θ)``, ``[n, p]``, vectorised with ``vmap``.
+
+        These are gradients of the example's own loss only: no 1/n factor and no weight decay.
+        """
+        self._check_theta(theta)
+        out = torch.cat([self._per_example_grads_chunk(theta, x, y) for x, y, _ in self._chunks(data)])
+        _check_finite(out, "per-example gradients")
+        return out
+
+    def _per_example_grads_chunk(self, theta: Tensor, inputs: Any, targets: Tensor) -> Tensor:
+        def single(t: Tensor, x: Any, y: Tensor) -> Tensor:
+            xb = tree_map(lambda a: a.unsqueeze(0), x)
+            return self.loss_fn(self.forward(t, xb), y.unsqueeze(0)).sum()
+
+        return vmap(grad(single), in_dims=(None, 0, 0))(theta, inputs, targets)
+
+    # ------------------------------------------------------------------ curvature
+    def hvp(
+        self,
+        theta: Tensor,
+        data: Any,
+        v: Tensor,
+        *,
+        gauss_newton: bool = False,
+        weights: Tensor | None = None,
+    ) -> Tensor:
+        """Hessian-vector product ``H v`` of :meth:`loss` (forward-over-reverse).
+
+        Args:
+            theta: ``[p]``.
+            data: the examples that define L (normally the whole training set).
+            v: ``[p]`` or a block ``[k, p]``; the result has the same shape.
+            gauss_newton: use the Gauss–Newton matrix ``Jᵀ ∇²_out ℓ J`` (positive semi-definite
+                for convex losses) instead of the Hessian. The weight-decay term is included
+                either way.
+            weights: optional per-example weights ``[n]`` as in :meth:`loss`.
+        """
+        self._check_theta(theta)
+        if v.shape[-1] != self.p or v.ndim not in (1, 2):
+            raise ValueError(f"v must have shape [{self.p}] or [k, {self.p}], got {tuple(v.shape)}")
+        if v.dtype != theta.dtype:
+            raise TypeError(f"v is {v.dtype} but theta is {theta.dtype}")
+        n = num_examples(data)
+        vb = v if v.ndim == 2 else v.unsqueeze(0)
+        out = self.weight_decay * vb
+        for x, y, w in self._chunks(data, weights):
+            out = out + self._hvp_chunk(theta, x, y, w, vb, n, gauss_newton)
+        return out if v.ndim == 2 else out[0]
+
+    def _hvp_chunk(
+        self,
+        theta: Tensor,
+        inputs: Any,
+        targets: Tensor,
+        w: Tensor | None,
+        vb: Tensor,
+        n: int,
+        gauss_newton: bool,
+    ) -> Tensor:
+        def weighted(losses: Tensor) -> Tensor:
+            return (losses * (1 if w is None else w.to(losses))).sum() / n
+
+        if not gauss_newton:
+            def chunk_loss(t: Tensor) -> Tensor:
+                return weighted(self._losses(t, inputs, targets))
+
+            g = grad(chunk_loss)
+            return vmap(lambda u: jvp(g, (theta,), (u,))[1])(vb)
+
+        def outputs(t: Tensor) -> Tensor:
+            return self.forward(t, inputs)
+
+        def out_loss(z: Tensor) -> Tensor:
+            return weighted(self.loss_fn(z, targets))
+
+        out_value, vjp_fn = vjp(outputs, theta)
+        g_out = grad(out_loss)
+
+        def gnvp(u: Tensor) -> Tensor:
+            _, ju = jvp(outputs, (theta,), (u,))
+            _, hju = jvp(g_out, (out_value,), (ju,))
+            return vjp_fn(hju)[0]
+
+        return vmap(gnvp)(vb)
+
+    def hessian(
+        self,
+        theta: Tensor,
+        data: Any,
+        *,
+        gauss_newton: bool = False,
+        weights: Tensor | None = None,
+        block: int = 256,
+    ) -> Tensor:
+        """The full ``[p, p]`` Hessian (or Gauss–Newton matrix) of :meth:`loss`.
+
+        Built from Hessian-vector products with the identity, ``block`` columns at a time, and
+        symmetrised. Only for small models: memory is p².
+        """
+        p = self.p
+        if p > 20_000:
+            raise ValueError(
+                f"p = {p} parameters is too many for an explicit Hessian ({p * p * 8 / 1e9:.1f} GB "
+                "in float64); use ArnoldiSolver or CGSolver, or restrict params"
+            )
+        eye = torch.eye(p, dtype=theta.dtype, device=theta.device)
+        cols = [
+            self.hvp(theta, data, eye[i : i + block], gauss_newton=gauss_newton, weights=weights)
+            for i in range(0, p, block)
+        ]
+        h = torch.cat(cols)
+        return 0.5 * (h + h.T)
+
+    def __repr__(self) -> str:
+        return (
+            f"Objective({type(self.model).__name__}, p={self.p}, tensors={len(self.names)}, "
+            f"weight_decay={self.weight_decay})"
+        )
+
+
+def _check_finite(t: Tensor, what: str) -> None:
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(-1).nonzero().flatten() if t.ndim > 1 else None
+        where = f" (rows {bad[:5].tolist()})" if bad is not None else ""
+        raise FloatingPointError(
+            f"non-finite {what}{where}: check the inputs for NaN/inf and that theta is finite "
+            "(training may have diverged: lower the learning rate)"
+        )

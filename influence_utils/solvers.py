@@ -1,0 +1,420 @@
+"""Inverse-Hessian-vector products: exact, conjugate gradient, LiSSA and Arnoldi (ABIF).
+
+Every solver has one interface::
+
+    solver = iu.ArnoldiSolver(rank=50, iterations=200).fit(obj, theta, train)
+    x = solver.solve(v)        # (H + damping·I)⁻¹ v for v of shape [p] or [k, p]
+
+where H is the Hessian of ``obj.loss`` over ``train`` at ``theta``. ``solver.hvp_count`` counts
+Hessian-vector products spent (a block of k vectors counts k). :class:`ExactSolver` and
+:class:`ArnoldiSolver` also expose ``.eigenvalues`` ``[r]`` (of H, undamped, descending) and
+``.eigenvectors`` ``[p, r]``, which the time-bounded influence needs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .batching import index_batch, num_examples, validate_batch
+from .objective import Objective
+
+__all__ = [
+    "ExactSolver",
+    "CGSolver",
+    "LissaSolver",
+    "ArnoldiSolver",
+    "LissaDivergenceError",
+    "ConvergenceWarning",
+]
+
+
+class LissaDivergenceError(RuntimeError):
+    """LiSSA's recursion diverged: ``scale`` too small or ``damping`` too small."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped before reaching its tolerance."""
+
+
+class _Solver:
+    damping: float
+
+    def __init__(self, damping: float) -> None:
+        if damping < 0 or not math.isfinite(damping):
+            raise ValueError(f"damping must be a finite number >= 0, got {damping}")
+        self.damping = float(damping)
+        self.hvp_count = 0
+        self._p: int | None = None
+
+    # subclasses set self._p and whatever they need
+    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "_Solver":  # pragma: no cover
+        raise NotImplementedError
+
+    def _matvec(self, obj: Objective, theta: Tensor, data: Any, gauss_newton: bool = False):
+        def mv(v: Tensor) -> Tensor:
+            self.hvp_count += 1 if v.ndim == 1 else v.shape[0]
+            return obj.hvp(theta, data, v, gauss_newton=gauss_newton)
+
+        return mv
+
+    def _check_v(self, v: Tensor) -> tuple[Tensor, bool]:
+        if self._p is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call .fit(obj, theta, train) first")
+        if not isinstance(v, Tensor) or v.ndim not in (1, 2) or v.shape[-1] != self._p:
+            shape = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+            raise ValueError(f"v must have shape [{self._p}] or [k, {self._p}], got {shape}")
+        if not torch.isfinite(v).all():
+            raise FloatingPointError("v contains NaN or inf")
+        return (v if v.ndim == 2 else v.unsqueeze(0)), v.ndim == 1
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({fields})"
+
+    def _params(self) -> dict[str, Any]:
+        return {"damping": self.damping}
+
+
+class _EigenSolver(_Solver):
+    """Shared solve for solvers that hold eigenpairs: V diag(1/(λ + damping)) Vᵀ v."""
+
+    eigenvalues: Tensor
+    eigenvectors: Tensor
+
+    rtol: float
+
+    def solve(self, v: Tensor) -> Tensor:
+        """``(H + damping·I)⁻¹ v`` on the held eigenpairs, for v ``[p]`` or ``[k, p]``."""
+        vb, single = self._check_v(v)
+        shifted = (self.eigenvalues + self.damping).abs()
+        scale = self.eigenvalues.abs().max().clamp_min(torch.finfo(shifted.dtype).tiny)
+        if shifted.min() <= self.rtol * scale:
+            raise ValueError(
+                f"H + damping·I is singular on the eigenspace (smallest |eigenvalue + damping| = "
+                f"{float(shifted.min()):.3e}, largest |eigenvalue| = {float(scale):.3e}); increase "
+                f"damping (e.g. damping={1e-3 * float(scale):.1e}) or add weight_decay to the Objective"
+            )
+        coef = self.project(vb) / (self.eigenvalues + self.damping)
+        out = coef @ self.eigenvectors.T
+        return out[0] if single else out
+
+    def project(self, g: Tensor) -> Tensor:
+        """Coordinates of ``g`` ([k, p]) on the eigenvectors: ``[k, r]``."""
+        return g @ self.eigenvectors
+
+
+class ExactSolver(_EigenSolver):
+    """Exact ``(H + damping·I)⁻¹ v`` from the explicit Hessian and its eigendecomposition.
+
+    For small models (p up to a few thousand). Works for indefinite H as long as H + damping·I
+    is non-singular; a singular one raises an error that suggests damping.
+
+    Args:
+        damping: λ ≥ 0 added to every eigenvalue.
+        gauss_newton: use the Gauss–Newton matrix instead of the Hessian.
+        rtol: eigenvalues with ``|λ + damping| <= rtol · max|λ|`` count as singular.
+
+    Attributes:
+        eigenvalues: ``[p]`` eigenvalues of H (undamped), descending.
+        eigenvectors: ``[p, p]`` orthonormal columns, matching ``eigenvalues``.
+        hessian: the ``[p, p]`` matrix that was decomposed.
+    """
+
+    def __init__(self, damping: float = 0.0, gauss_newton: bool = False, rtol: float = 1e-10) -> None:
+        super().__init__(damping)
+        self.gauss_newton = gauss_newton
+        self.rtol = rtol
+
+    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ExactSolver":
+        self.hessian = obj.hessian(theta, data, gauss_newton=self.gauss_newton)
+        self.hvp_count = obj.p
+        evals, evecs = torch.linalg.eigh(self.hessian)
+        order = torch.argsort(evals, descending=True)
+        self.eigenvalues, self.eigenvectors = evals[order], evecs[:, order]
+        self._p = obj.p
+        return self
+
+    def _params(self) -> dict[str, Any]:
+        return {"damping": self.damping, "gauss_newton": self.gauss_newton}
+
+
+class CGSolver(_Solver):
+    """Conjugate gradient on ``(H + damping·I) x = v``, vectorised over a block of right-hand sides.
+
+    CG needs a positive-definite matrix. When it meets non-positive curvature (``dᵀ(H+λI)d <= 0``,
+    i.e. H + damping·I is indefinite) it stops that right-hand side and warns; when it runs out of
+    iterations it warns with the residual reached. ``residuals`` keeps the history of relative
+    residuals ``‖(H+λI)x − v‖/‖v‖`` of the last :meth:`solve`, ``[iterations + 1, k]``.
+
+    Args:
+        damping: λ ≥ 0 added to H.
+        max_iter: iterations (one block HVP each).
+        tol: relative residual at which a right-hand side counts as solved.
+        gauss_newton: use the Gauss–Newton matrix instead of the Hessian.
+    """
+
+    def __init__(self, damping: float = 1e-3, max_iter: int = 100, tol: float = 1e-8, gauss_newton: bool = False) -> None:
+        super().__init__(damping)
+        if max_iter < 1:
+            raise ValueError("max_iter must be >= 1")
+        self.max_iter, self.tol, self.gauss_newton = int(max_iter), float(tol), gauss_newton
+        self.residuals: Tensor | None = None
+        self.converged: bool | None = None
+
+    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "CGSolver":
+        self._mv = self._matvec(obj, theta, data, self.gauss_newton)
+        self._p = obj.p
+        return self
+
+    def solve(self, v: Tensor) -> Tensor:
+        b, single = self._check_v(v)
+        A = lambda u: self._mv(u) + self.damping * u  # noqa: E731
+        x = torch.zeros_like(b)
+        r = b.clone()
+        d = r.clone()
+        bnorm = b.norm(dim=1).clamp_min(torch.finfo(b.dtype).tiny)
+        rs = (r * r).sum(1)
+        active = torch.ones(b.shape[0], dtype=torch.bool, device=b.device)
+        history = [(rs.sqrt() / bnorm)]
+        negative = torch.zeros_like(active)
+        for _ in range(self.max_iter):
+            active &= history[-1] > self.tol
+            if not active.any():
+                break
+            Ad = A(d)
+            curv = (d * Ad).sum(1)
+            bad = active & (curv <= 0)
+            negative |= bad
+            active &= ~bad
+            alpha = torch.where(active, rs / torch.where(active, curv, torch.ones_like(curv)), torch.zeros_like(rs))
+            x = x + alpha[:, None] * d
+            r = r - alpha[:, None] * Ad
+            rs_new = (r * r).sum(1)
+            beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
+            d = torch.where(active[:, None], r + beta[:, None] * d, d)
+            rs = torch.where(active, rs_new, rs)
+            history.append(rs.sqrt() / bnorm)
+        self.residuals = torch.stack(history)
+        final = history[-1]
+        self.converged = bool((final <= self.tol).all())
+        if negative.any():
+            warnings.warn(
+                f"CG met non-positive curvature on {int(negative.sum())} of {b.shape[0]} right-hand "
+                "sides: H + damping·I is not positive definite. Increase damping (above minus the "
+                "most negative eigenvalue) or use ArnoldiSolver, which inverts only the positive "
+                "eigenspace.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        elif not self.converged:
+            warnings.warn(
+                f"CG did not converge in {self.max_iter} iterations: worst relative residual "
+                f"{float(final.max()):.2e} > tol={self.tol:.0e}. Increase max_iter or damping.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        return x[0] if single else x
+
+    def _params(self) -> dict[str, Any]:
+        return {"damping": self.damping, "max_iter": self.max_iter, "tol": self.tol}
+
+
+class LissaSolver(_Solver):
+    """LiSSA (Agarwal et al. 2017): the truncated Neumann series for ``(H + damping·I)⁻¹ v``.
+
+    The recursion ``x₀ = v``, ``x_{t+1} = v + x_t − (H + damping·I) x_t / scale`` gives
+    ``x_depth / scale``. It converges only when every eigenvalue of ``(H + damping·I)/scale`` lies
+    in (0, 2): ``scale`` must exceed half the largest eigenvalue (``scale > λ_max`` is the safe
+    choice) and ``damping`` must exceed minus the most negative one. When the iterates grow
+    faster than a converging series can, :class:`LissaDivergenceError` is raised, naming both.
+
+    Args:
+        damping: λ ≥ 0 added to H.
+        scale: the divisor s.
+        depth: recursion steps (one block HVP each).
+        repeats: independent recursions averaged (useful with stochastic batches).
+        seed: seeds the mini-batch sampling.
+        batch_size: examples per stochastic HVP; ``None`` uses the whole data (deterministic).
+        gauss_newton: use the Gauss–Newton matrix instead of the Hessian.
+    """
+
+    def __init__(
+        self,
+        damping: float = 1e-3,
+        scale: float = 10.0,
+        depth: int = 1000,
+        repeats: int = 1,
+        seed: int = 0,
+        batch_size: int | None = None,
+        gauss_newton: bool = False,
+    ) -> None:
+        super().__init__(damping)
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        if depth < 1 or repeats < 1:
+            raise ValueError("depth and repeats must be >= 1")
+        self.scale, self.depth, self.repeats, self.seed = float(scale), int(depth), int(repeats), int(seed)
+        self.batch_size, self.gauss_newton = batch_size, gauss_newton
+
+    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "LissaSolver":
+        if self.batch_size is not None:
+            validate_batch(data)  # stochastic batches need indexable tensors
+        self._obj, self._theta, self._data = obj, theta, data
+        self._n = num_examples(data)
+        self._p = obj.p
+        return self
+
+    def _batch_mv(self, generator: torch.Generator | None):
+        if self.batch_size is None or self.batch_size >= self._n:
+            return self._matvec(self._obj, self._theta, self._data, self.gauss_newton)
+        inputs, targets = self._data
+
+        def mv(v: Tensor) -> Tensor:
+            idx = torch.randint(self._n, (self.batch_size,), generator=generator)
+            batch = (index_batch(inputs, idx), targets[idx])
+            self.hvp_count += v.shape[0]
+            return self._obj.hvp(self._theta, batch, v, gauss_newton=self.gauss_newton)
+
+        return mv
+
+    def solve(self, v: Tensor) -> Tensor:
+        b, single = self._check_v(v)
+        bnorm = b.norm(dim=1)
+        total = torch.zeros_like(b)
+        slack = 1.0 if self.batch_size is None else 10.0
+        for rep in range(self.repeats):
+            gen = torch.Generator().manual_seed(self.seed + rep)
+            mv = self._batch_mv(gen)
+            x = b.clone()
+            for t in range(1, self.depth + 1):
+                x = b + x - (mv(x) + self.damping * x) / self.scale
+                # A converging series has ‖x_t‖ <= (t + 1)‖v‖; faster growth means divergence.
+                xnorm = x.norm(dim=1)
+                if not torch.isfinite(xnorm).all() or (xnorm > slack * (t + 1) * bnorm * (1 + 1e-6)).any():
+                    raise LissaDivergenceError(
+                        f"LiSSA diverged at step {t} of {self.depth} (‖x‖/‖v‖ = {float((xnorm / bnorm).max()):.3g}) "
+                        f"with scale={self.scale:g} and damping={self.damping:g}. The recursion converges "
+                        "only if every eigenvalue of (H + damping·I)/scale lies in (0, 2): increase scale "
+                        "above the largest Hessian eigenvalue, and damping above minus the most negative one."
+                    )
+            total = total + x / self.scale
+        out = total / self.repeats
+        return out[0] if single else out
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "damping": self.damping,
+            "scale": self.scale,
+            "depth": self.depth,
+            "repeats": self.repeats,
+            "batch_size": self.batch_size,
+        }
+
+
+class ArnoldiSolver(_EigenSolver):
+    """Arnoldi-based influence (ABIF): invert H only on its top eigenspace.
+
+    Arnoldi iteration (Schioppa et al. 2022) builds an orthonormal Krylov basis Q from a random
+    start with ``iterations`` Hessian-vector products (full Gram–Schmidt, applied twice for
+    stability), diagonalises the small projected matrix, and keeps the top ``rank`` Ritz pairs.
+    By default only positive eigenvalues are kept (``positive_only=True``): directions of zero or
+    negative curvature, where H⁻¹ is undefined or explosive, are dropped. Then
+    ``solve(v) = V diag(1/(λ + damping)) Vᵀ v``; the component of v outside span(V) maps to 0.
+
+    Args:
+        rank: number of eigenpairs kept.
+        iterations: Arnoldi steps (HVPs); capped at p. More iterations sharpen the top pairs.
+        damping: λ ≥ 0 added to the kept eigenvalues in :meth:`solve`.
+        seed: seeds the random start vector.
+        positive_only: keep only eigenvalues ``> rtol · max|λ|`` (ABIF); ``False`` keeps the
+            top ``rank`` by absolute value, negative ones included.
+        rtol: relative threshold for "positive", and for stopping on an invariant subspace.
+        gauss_newton: use the Gauss–Newton matrix instead of the Hessian.
+
+    Attributes:
+        eigenvalues: ``[r]`` kept eigenvalues of H (undamped), descending.
+        eigenvectors: ``[p, r]`` orthonormal columns.
+        ritz_values: all ``[m]`` eigenvalues of the projected matrix (m = iterations done).
+    """
+
+    def __init__(
+        self,
+        rank: int = 50,
+        iterations: int = 200,
+        damping: float = 0.0,
+        seed: int = 0,
+        positive_only: bool = True,
+        rtol: float = 1e-8,
+        gauss_newton: bool = False,
+    ) -> None:
+        super().__init__(damping)
+        if rank < 1 or iterations < 1:
+            raise ValueError("rank and iterations must be >= 1")
+        if iterations < rank:
+            raise ValueError(f"iterations ({iterations}) must be >= rank ({rank}): Arnoldi finds at most one eigenpair per iteration")
+        self.rank, self.iterations, self.seed = int(rank), int(iterations), int(seed)
+        self.positive_only, self.rtol, self.gauss_newton = positive_only, rtol, gauss_newton
+
+    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ArnoldiSolver":
+        mv = self._matvec(obj, theta, data, self.gauss_newton)
+        p = obj.p
+        m = min(self.iterations, p)
+        gen = torch.Generator().manual_seed(self.seed)
+        q = torch.randn(p, generator=gen, dtype=theta.dtype).to(theta.device)
+        Q = torch.zeros(m + 1, p, dtype=theta.dtype, device=theta.device)
+        Hm = torch.zeros(m + 1, m, dtype=theta.dtype, device=theta.device)
+        Q[0] = q / q.norm()
+        done = m
+        scale = 0.0
+        for j in range(m):
+            w = mv(Q[j])
+            h = Q[: j + 1] @ w
+            w = w - h @ Q[: j + 1]
+            h2 = Q[: j + 1] @ w  # re-orthogonalise: keeps Q orthonormal in floating point
+            w = w - h2 @ Q[: j + 1]
+            Hm[: j + 1, j] = h + h2
+            beta = w.norm()
+            Hm[j + 1, j] = beta
+            scale = max(scale, float(h.abs().max()), float(beta))
+            if beta <= self.rtol * scale:  # invariant subspace: the Ritz pairs are exact
+                done = j + 1
+                break
+            Q[j + 1] = w / beta
+        A = Hm[:done, :done]
+        A = 0.5 * (A + A.T)
+        evals, U = torch.linalg.eigh(A)
+        self.ritz_values = evals.flip(0)
+        if self.positive_only:
+            top = evals.abs().max()
+            keep = (evals > self.rtol * top).nonzero().flatten()
+            if keep.numel() == 0:
+                raise ValueError(
+                    f"Arnoldi found no positive eigenvalue among {done} Ritz values (largest "
+                    f"{float(evals.max()):.3e}): the Hessian is negative semi-definite on the explored "
+                    "subspace. Check that theta is a trained model, add weight_decay to the Objective, "
+                    "use gauss_newton=True, or pass positive_only=False."
+                )
+            order = keep[torch.argsort(evals[keep], descending=True)]
+        else:
+            order = torch.argsort(evals.abs(), descending=True)
+        order = order[: self.rank]
+        order = order[torch.argsort(evals[order], descending=True)]
+        self.eigenvalues = evals[order]
+        self.eigenvectors = Q[:done].T @ U[:, order]
+        self.iterations_done = done
+        self._p = p
+        return self
+
+    def _params(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "iterations": self.iterations,
+            "damping": self.damping,
+            "positive_only": self.positive_only,
+            "seed": self.seed,
+        }

@@ -1,0 +1,351 @@
+"""Deterministic training that records its trajectory, and the ground truths influence predicts.
+
+* :func:`train` — (mini-batch) gradient descent on ``obj.loss`` with a seeded batch order,
+  optional per-example weights and an optional perturbation ε·Σℓ(z); records checkpoints.
+* :func:`retrain_without` — the counterfactual runs: the same training with example(s) removed
+  (weight 0, keeping the 1/n normalisation), vectorised over many removals with ``vmap``. From
+  the initialisation it is leave-one-out retraining from scratch; from a checkpoint it is
+  warm-start continuation; with ``method="newton"`` it is the exact leave-one-out optimum of a
+  convex objective.
+* :func:`paired_runs` — two runs from the same checkpoint and batch order that differ only by
+  ε·ℓ(z): the setting of parameter divergence.
+* :func:`minimize_newton` — the exact optimum of a small convex objective.
+
+Everything is a pure function of its arguments: the same seed gives the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import grad, grad_and_value, vmap
+
+from .batching import index_batch, validate_batch
+from .objective import Objective
+from .utils import progress
+
+__all__ = [
+    "Trajectory",
+    "batch_order",
+    "train",
+    "retrain_without",
+    "paired_runs",
+    "minimize_newton",
+    "removal_weights",
+]
+
+
+@dataclass
+class Trajectory:
+    """A recorded training run.
+
+    Attributes:
+        thetas: parameters ``[p]`` at each recorded step, the start and the end included.
+        steps: the step number of each entry of ``thetas`` (0 is the start).
+        lr: the step size η.
+        losses: ``[steps]`` the (mini-batch, weighted, perturbed) objective before each update.
+        batch_indices: ``[steps, batch_size]`` example indices per step, ``None`` for full batch.
+    """
+
+    thetas: list[Tensor]
+    steps: list[int]
+    lr: float
+    losses: Tensor
+    batch_indices: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def final(self) -> Tensor:
+        """The parameters after the last step, ``[p]``."""
+        return self.thetas[-1]
+
+    @property
+    def checkpoints(self) -> list[Tensor]:
+        """Checkpoints for :func:`~influence_utils.tracin`: every recorded θ but the last."""
+        return self.thetas[:-1]
+
+    @property
+    def learning_rates(self) -> list[float]:
+        """η times the steps each checkpoint stands for (until the next one), for TracIn."""
+        return [self.lr * (b - a) for a, b in zip(self.steps[:-1], self.steps[1:])]
+
+    def __repr__(self) -> str:
+        return (
+            f"Trajectory(steps={self.steps[-1]}, lr={self.lr}, checkpoints={len(self.thetas)}, "
+            f"final loss={float(self.losses[-1]) if len(self.losses) else float('nan'):.4g})"
+        )
+
+
+def batch_order(n: int, steps: int, batch_size: int | None = None, seed: int = 0) -> Tensor | None:
+    """The example indices used at each step, ``[steps, batch_size]`` (``None`` = full batch).
+
+    Consecutive slices of a stream of seeded random permutations of ``range(n)``: every epoch
+    sees each example once, and the order depends on ``seed`` only.
+    """
+    if batch_size is None or batch_size >= n:
+        return None
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    need = steps * batch_size
+    perms = [torch.randperm(n, generator=gen) for _ in range(-(-need // n))]
+    return torch.cat(perms)[:need].view(steps, batch_size)
+
+
+def removal_weights(n: int, removals: Sequence[int | Sequence[int]], dtype=torch.float64) -> Tensor:
+    """Weights ``[m, n]``: row k is all ones except zeros at ``removals[k]`` (an index or a group)."""
+    w = torch.ones(len(removals), n, dtype=dtype)
+    for k, r in enumerate(removals):
+        idx = torch.as_tensor([r] if isinstance(r, int) else list(r), dtype=torch.long)
+        if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"removal {r} is out of range for {n} training examples")
+        w[k, idx] = 0.0
+    return w
+
+
+def _tensor_data(data: Any) -> tuple[Any, Tensor]:
+    if not isinstance(data, (tuple, list)):
+        raise TypeError("training needs tensor data (inputs, targets) so batches can be indexed; got a "
+                        f"{type(data).__name__}")
+    return validate_batch(data)
+
+
+def _step_objective(obj: Objective, inputs: Any, targets: Tensor, order: Tensor | None, t: int,
+                    weights: Tensor | None, perturbation: tuple[Any, float] | None):
+    if order is None:
+        batch, w = (inputs, targets), weights
+    else:
+        idx = order[t]
+        batch = (index_batch(inputs, idx), targets[idx])
+        w = None if weights is None else weights[idx]
+
+    def f(theta: Tensor) -> Tensor:
+        value = obj.loss(theta, batch, w)
+        if perturbation is not None:
+            (zx, zy), eps = perturbation
+            value = value + eps * obj._losses(theta, zx, zy).sum()
+        return value
+
+    return f
+
+
+def _record_steps(steps: int, record_every: int | None) -> list[int]:
+    if record_every is None:
+        return [0, steps]
+    if record_every < 1:
+        raise ValueError("record_every must be >= 1")
+    return sorted(set(range(0, steps, record_every)) | {steps})
+
+
+def train(
+    obj: Objective,
+    theta0: Tensor,
+    data: Any,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int | None = None,
+    seed: int = 0,
+    weights: Tensor | None = None,
+    perturbation: tuple[Any, float] | None = None,
+    record_every: int | None = None,
+    progress_bar: bool | None = None,
+) -> Trajectory:
+    """Deterministic (mini-batch) gradient descent on ``obj.loss``, recording the trajectory.
+
+    Each step takes ``θ ← θ − lr · ∇[(1/b) Σ_{i∈B} w_i ℓ(z_i; θ) + (wd/2)‖θ‖² + ε Σ_z ℓ(z; θ)]``
+    on the batch B given by :func:`batch_order` (``seed``), the whole data when ``batch_size`` is
+    ``None``.
+
+    Args:
+        obj: the objective (model, loss, weight decay, selected parameters).
+        theta0: starting parameters ``[p]`` (an initialisation or a checkpoint).
+        data: ``(inputs, targets)`` tensors.
+        steps: number of updates.
+        lr: step size η.
+        batch_size: examples per step; ``None`` = full-batch gradient descent.
+        seed: seeds the batch order.
+        weights: per-example weights ``[n]`` (0 removes an example, keeping the 1/n scaling).
+        perturbation: ``(z, eps)`` adds ``eps · Σ_{z_k ∈ z} ℓ(z_k; θ)`` to every step's objective;
+            ``z`` is an ``(inputs, targets)`` batch.
+        record_every: record θ every this many steps (the start and end are always recorded).
+        progress_bar: show a progress bar (default: interactive use only).
+
+    Returns:
+        A :class:`Trajectory`.
+
+    Raises:
+        FloatingPointError: when the loss becomes non-finite (lower ``lr``).
+    """
+    inputs, targets = _tensor_data(data)
+    n = targets.shape[0]
+    if weights is not None and weights.shape != (n,):
+        raise ValueError(f"weights must have shape [{n}], got {tuple(weights.shape)}")
+    if perturbation is not None:
+        validate_batch(perturbation[0])
+    order = batch_order(n, steps, batch_size, seed)
+    record = set(_record_steps(steps, record_every))
+    theta = theta0.detach().clone()
+    thetas, at, losses = [], [], []
+    for t in progress(range(steps), desc="training", total=steps, show=progress_bar):
+        if t in record:
+            thetas.append(theta)
+            at.append(t)
+        g, value = grad_and_value(_step_objective(obj, inputs, targets, order, t, weights, perturbation))(theta)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"training diverged at step {t} (loss {float(value)}); lower lr={lr}")
+        theta = theta - lr * g
+        losses.append(value.detach())
+    thetas.append(theta)
+    at.append(steps)
+    return Trajectory(thetas, at, float(lr), torch.stack(losses) if losses else torch.zeros(0), order)
+
+
+def paired_runs(
+    obj: Objective,
+    theta0: Tensor,
+    data: Any,
+    z: Any,
+    eps: float,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int | None = None,
+    seed: int = 0,
+    record_every: int | None = None,
+) -> tuple[Trajectory, Trajectory]:
+    """Two runs from ``theta0`` with the same batch order that differ only by ``eps · ℓ(z)``.
+
+    Returns:
+        ``(base, perturbed)`` trajectories; ``perturbed.thetas[k] − base.thetas[k]`` is the
+        divergence at step ``base.steps[k]``.
+    """
+    kw = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, record_every=record_every)
+    base = train(obj, theta0, data, **kw)
+    perturbed = train(obj, theta0, data, perturbation=(z, eps), **kw)
+    return base, perturbed
+
+
+def minimize_newton(
+    obj: Objective,
+    theta0: Tensor,
+    data: Any,
+    *,
+    weights: Tensor | None = None,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+) -> Tensor:
+    """The exact minimiser of a small, strictly convex ``obj.loss`` by damped Newton's method.
+
+    Newton steps with the explicit Hessian and a backtracking line search, until the gradient
+    norm is below ``tol``. For logistic regression and other convex models with weight decay.
+
+    Returns:
+        ``θ*`` ``[p]``.
+
+    Raises:
+        RuntimeError: if the gradient norm is still above ``tol`` after ``max_iter`` iterations.
+    """
+    theta = theta0.detach().clone()
+    value = obj.loss(theta, data, weights)
+    for _ in range(max_iter):
+        g = obj.grad(theta, data, weights)
+        if g.norm() <= tol:
+            return theta
+        h = obj.hessian(theta, data, weights=weights)
+        step = torch.linalg.solve(h, g)
+        if (g @ step) <= 0:  # not a descent direction: the objective is not convex here
+            step = g
+        t = 1.0
+        while True:
+            candidate = theta - t * step
+            new_value = obj.loss(candidate, data, weights)
+            if new_value <= value - 1e-4 * t * (g @ step) or t < 1e-10:
+                break
+            t *= 0.5
+        theta, value = candidate, new_value
+    g = obj.grad(theta, data, weights)
+    if g.norm() > tol:
+        raise RuntimeError(
+            f"Newton did not converge in {max_iter} iterations (gradient norm {float(g.norm()):.2e} > "
+            f"tol={tol:.0e}); is the objective convex? Add weight_decay or raise max_iter."
+        )
+    return theta
+
+
+def retrain_without(
+    obj: Objective,
+    theta0: Tensor,
+    data: Any,
+    removals: Sequence[int | Sequence[int]],
+    *,
+    method: str = "gd",
+    steps: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    newton_iterations: int = 10,
+    tol: float = 1e-9,
+    chunk: int = 64,
+) -> Tensor:
+    """Final parameters of the counterfactual runs with each removal applied, ``[m, p]``.
+
+    Removal k sets the weight of ``removals[k]`` (one index or a group of indices) to zero while
+    keeping the 1/n normalisation: the objective ``(1/n) Σ_{i ∉ R} ℓ(z_i) + (wd/2)‖θ‖²`` that
+    influence functions predict with ε = −1/n per removed example. Runs are vectorised with
+    ``vmap``, ``chunk`` at a time.
+
+    Args:
+        obj, data: as in :func:`train`.
+        theta0: where each run starts. With ``method="gd"``: the initialisation for leave-one-out
+            retraining from scratch, or a checkpoint for warm-start continuation. With
+            ``method="newton"``: a nearby point, normally the full-data optimum.
+        removals: ``m`` indices or groups of indices.
+        method: ``"gd"`` — ``steps`` of gradient descent exactly as :func:`train` with the same
+            ``seed`` (same batch order); ``"newton"`` — the exact optimum of the (convex) objective
+            by ``newton_iterations`` full Newton steps.
+        tol: with ``"newton"``, the gradient norm every run must reach (else RuntimeError).
+
+    Returns:
+        ``[m, p]``.
+    """
+    inputs, targets = _tensor_data(data)
+    n = targets.shape[0]
+    W = removal_weights(n, removals, dtype=theta0.dtype).to(theta0.device)
+    theta0 = theta0.detach()
+    if method == "newton":
+        def run(w: Tensor) -> Tensor:
+            theta = theta0
+            for _ in range(newton_iterations):
+                g = grad(lambda t: obj.loss(t, data, w))(theta)
+                h = obj.hessian(theta, data, weights=w)
+                theta = theta - torch.linalg.solve(h, g)
+            return theta
+    elif method == "gd":
+        if steps is None or lr is None:
+            raise ValueError("method='gd' needs steps and lr")
+        order = batch_order(n, steps, batch_size, seed)
+
+        def run(w: Tensor) -> Tensor:
+            theta = theta0
+            for t in range(steps):
+                theta = theta - lr * grad(_step_objective(obj, inputs, targets, order, t, w, None))(theta)
+            return theta
+    else:
+        raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
+    out = torch.cat([vmap(run)(W[i : i + chunk]) for i in range(0, W.shape[0], chunk)])
+    if not torch.isfinite(out).all():
+        raise FloatingPointError("a counterfactual run diverged (non-finite parameters); lower lr")
+    if method == "newton":
+        gnorm = vmap(lambda t, w: grad(lambda u: obj.loss(u, data, w))(t).norm())(out, W)
+        if (gnorm > tol).any():
+            raise RuntimeError(
+                f"Newton did not reach tol={tol:.0e} for {int((gnorm > tol).sum())} removals (worst "
+                f"gradient norm {float(gnorm.max()):.2e}); start closer to the optimum or raise "
+                "newton_iterations"
+            )
+    return out
+

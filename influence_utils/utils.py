@@ -1,0 +1,81 @@
+"""Seeding, progress bars and small statistics shared by the whole package."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["seed_everything", "progress", "pearson", "spearman"]
+
+T = TypeVar("T")
+
+
+def seed_everything(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:
+    """The one seeding call: Python, NumPy and torch RNGs, and deterministic kernels.
+
+    Args:
+        seed: the seed.
+        deterministic: also call ``torch.use_deterministic_algorithms(True)`` (and set the
+            cuBLAS workspace variable it needs on GPUs), so the same profile on the same
+            machine gives the same numbers.
+
+    Returns:
+        A ``torch.Generator`` seeded with ``seed`` for code that prefers an explicit generator.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def _interactive() -> bool:
+    """Progress bars are for people: off under pytest and when ``IU_PROGRESS=0`` (the book's
+    test and build commands set it, so executed notebooks stay free of bar output)."""
+    return not (os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("IU_PROGRESS", "1") == "0")
+
+
+def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, show: bool | None = None) -> Iterator[T]:
+    """Wrap a long loop in a ``tqdm.auto`` progress bar in interactive use, silently otherwise.
+
+    Bars are off under pytest and when ``IU_PROGRESS=0``; ``show=True``/``False`` forces the
+    choice.
+    """
+    if show is None:
+        show = _interactive()
+    if not show:
+        return iter(iterable)
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(iterable, desc=desc, total=total, leave=False))
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().to(torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation of two equally long arrays (flattened)."""
+    a, b = _as_numpy(x), _as_numpy(y)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"need two arrays of the same length >= 2, got {a.shape} and {b.shape}")
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def spearman(x, y) -> float:
+    """Spearman rank correlation (Pearson of average ranks, ties handled)."""
+    from scipy.stats import rankdata
+
+    return pearson(rankdata(_as_numpy(x)), rankdata(_as_numpy(y)))
