@@ -1,0 +1,149 @@
+"""Objective: gradients, per-example gradients, HVPs and Hessians against closed forms."""
+
+import pytest
+import torch
+from torch import nn
+
+import influence_utils as iu
+
+
+def _design(X):
+    return torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], 1)
+
+
+def _analytic_logreg(obj, theta, X, y):
+    """Closed forms for L2 logistic regression with θ = (w, b)."""
+    Xa = _design(X)
+    p = torch.sigmoid(Xa @ theta)
+    per_example = (p - y)[:, None] * Xa  # ∇ℓ_i
+    H = (Xa.T * (p * (1 - p))) @ Xa / X.shape[0] + obj.weight_decay * torch.eye(Xa.shape[1], dtype=X.dtype)
+    return per_example, H
+
+
+def test_theta_roundtrip_and_load(logreg):
+    obj, theta, _, _ = logreg
+    assert obj.p == 6 and obj.theta().shape == (6,)
+    copy = iu.Objective(type(obj.model)(5).double(), iu.per_example_cross_entropy)
+    copy.load(theta)
+    assert torch.equal(copy.theta(), theta)
+    views = obj.unflatten(theta)
+    assert list(views) == ["lin.weight", "lin.bias"] and views["lin.weight"].shape == (1, 5)
+
+
+def test_loss_and_grad_match_closed_form(logreg):
+    obj, theta, (X, y), _ = logreg
+    g_ex, _ = _analytic_logreg(obj, theta, X, y)
+    p = torch.sigmoid(_design(X) @ theta)
+    loss = -(y * p.log() + (1 - y) * (1 - p).log()).mean() + 0.5 * obj.weight_decay * theta.pow(2).sum()
+    torch.testing.assert_close(obj.loss(theta, (X, y)), loss)
+    torch.testing.assert_close(obj.grad(theta, (X, y)), g_ex.mean(0) + obj.weight_decay * theta)
+    assert obj.grad(theta, (X, y)).norm() < 1e-10  # minimize_newton reached the optimum
+
+
+def test_per_example_grads_closed_form_and_loop(logreg):
+    obj, theta, (X, y), _ = logreg
+    g_ex, _ = _analytic_logreg(obj, theta, X, y)
+    G = obj.per_example_grads(theta, (X, y))
+    torch.testing.assert_close(G, g_ex)
+    # a plain autograd loop, one example at a time
+    loop = []
+    for i in range(X.shape[0]):
+        t = theta.clone().requires_grad_()
+        loss_i = iu.per_example_cross_entropy(obj.forward(t, X[i : i + 1]), y[i : i + 1]).sum()
+        loop.append(torch.autograd.grad(loss_i, t)[0])
+    loop = torch.stack(loop)
+    torch.testing.assert_close(G, loop)
+
+
+def test_per_example_grads_chunked_equals_whole(mlp):
+    obj, theta, train, _ = mlp
+    whole = obj.per_example_grads(theta, train)
+    small = iu.Objective(obj.model, obj.loss_fn, weight_decay=obj.weight_decay, chunk_size=7)
+    torch.testing.assert_close(small.per_example_grads(theta, train), whole)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*train), batch_size=13)
+    torch.testing.assert_close(obj.per_example_grads(theta, loader), whole)
+    torch.testing.assert_close(obj.hvp(theta, loader, whole[:3]), obj.hvp(theta, train, whole[:3]))
+
+
+def test_hessian_and_hvp_closed_form(logreg):
+    obj, theta, (X, y), _ = logreg
+    _, H = _analytic_logreg(obj, theta, X, y)
+    torch.testing.assert_close(obj.hessian(theta, (X, y)), H)
+    V = torch.randn(3, obj.p, dtype=torch.float64)
+    torch.testing.assert_close(obj.hvp(theta, (X, y), V), V @ H)
+    torch.testing.assert_close(obj.hvp(theta, (X, y), V[0]), H @ V[0])
+
+
+def test_gauss_newton_equals_hessian_for_glm_and_is_psd(logreg, mlp):
+    obj, theta, train, _ = logreg
+    # for a linear model with a convex loss the Gauss–Newton matrix is the Hessian
+    torch.testing.assert_close(obj.hessian(theta, train, gauss_newton=True), obj.hessian(theta, train))
+    obj, theta, train, _ = mlp
+    gn = obj.hessian(theta, train, gauss_newton=True)
+    h = obj.hessian(theta, train)
+    assert torch.linalg.eigvalsh(gn).min() > 0  # PSD + weight decay
+    assert torch.linalg.eigvalsh(h).min() < 0  # the MLP's Hessian is indefinite
+    assert not torch.allclose(gn, h)
+
+
+def test_weights_remove_examples_keeping_normalisation(logreg):
+    obj, theta, (X, y), _ = logreg
+    n = X.shape[0]
+    w = torch.ones(n, dtype=torch.float64)
+    w[4] = 0
+    keep = torch.arange(n) != 4
+    expected = obj.per_example_losses(theta, (X[keep], y[keep])).sum() / n + 0.5 * obj.weight_decay * theta.pow(2).sum()
+    torch.testing.assert_close(obj.loss(theta, (X, y), w), expected)
+    H_w = obj.hessian(theta, (X, y), weights=w)
+    g4 = obj.per_example_grads(theta, (X[4:5], y[4:5]))[0]
+    p = torch.sigmoid(_design(X[4:5]) @ theta)[0]
+    x4 = _design(X[4:5])[0]
+    torch.testing.assert_close(H_w, obj.hessian(theta, (X, y)) - p * (1 - p) * torch.outer(x4, x4) / n)
+    assert g4.shape == (obj.p,)
+
+
+def test_params_subset_by_name_and_predicate():
+    model = iu.models.MLP(3, hidden=(4,), n_classes=2).double()
+    names = [n for n, _ in model.named_parameters()]
+    head = [n for n in names if n.startswith("head")]
+    obj = iu.Objective(model, iu.per_example_cross_entropy, params=head)
+    assert obj.names == head and obj.p == sum(p.numel() for n, p in model.named_parameters() if n in head)
+    obj2 = iu.Objective(model, iu.per_example_cross_entropy, params=lambda n: n.startswith("head"))
+    assert obj2.names == head
+    X = torch.randn(7, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (7,)).double()
+    # gradient of the subset equals the corresponding slice of the full gradient
+    full = iu.Objective(model, iu.per_example_cross_entropy)
+    gf = full.unflatten(full.grad(full.theta(), (X, y)))
+    gs = obj.unflatten(obj.grad(obj.theta(), (X, y)))
+    for n in head:
+        torch.testing.assert_close(gs[n], gf[n])
+
+
+def test_bad_inputs_raise_clear_errors(logreg):
+    obj, theta, (X, y), _ = logreg
+    frozen = nn.Linear(3, 1)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        iu.Objective(frozen, iu.per_example_cross_entropy)
+    with pytest.raises(ValueError, match="unknown parameter names"):
+        iu.Objective(obj.model, iu.per_example_cross_entropy, params=["nope"])
+    with pytest.raises(ValueError, match="selected no parameter"):
+        iu.Objective(obj.model, iu.per_example_cross_entropy, params=lambda n: False)
+    with pytest.raises(ValueError, match=r"theta must have shape \[6\]"):
+        obj.loss(theta[:3], (X, y))
+    with pytest.raises(TypeError, match="float32"):
+        obj.loss(theta.float(), (X, y))
+    with pytest.raises(ValueError, match="disagree on the number of examples"):
+        obj.loss(theta, (X, y[:-1]))
+    with pytest.raises(TypeError, match="pair"):
+        obj.loss(theta, X)
+    with pytest.raises(ValueError, match="v must have shape"):
+        obj.hvp(theta, (X, y), torch.zeros(5, dtype=torch.float64))
+    bad = X.clone()
+    bad[2, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite per-example gradients \(rows \[2\]\)"):
+        obj.per_example_grads(theta, (bad, y))
+    with pytest.raises(ValueError, match="reduction='none'"):
+        iu.Objective(obj.model, lambda out, t: (out - t).pow(2).mean()).loss(theta, (X, y))
