@@ -36,7 +36,7 @@ from .solvers import (
     LissaDivergenceError,
     LissaSolver,
 )
-from .training import Trajectory, minimize_newton, paired_runs, retrain_without, train
+from .training import Trajectory, loss_changes, minimize_newton, paired_runs, retrain_without, train
 from .utils import pearson, seed_everything, spearman
 
 __version__ = "0.1.0"
@@ -67,6 +67,7 @@ __all__ = [
     "retrain_without",
     "paired_runs",
     "minimize_newton",
+    "loss_changes",
     # around the core
     "Config",
     "get_config",

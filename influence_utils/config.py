@@ -46,7 +46,7 @@ class Config:
 
     Attributes:
         profile: ``"quick"`` or ``"full"``.
-        seed: the one seed passed to :func:`influence_utils.seed_everything`.
+        seed: the one seed passed to :func:`influence_utils.utils.seed_everything`.
         dtype: floating dtype of the small, exactly checked models (``"float64"``).
         device: ``"cpu"``, or ``"cuda"`` in the full profile when a GPU is present.
         ch1: chapter 1 settings.
@@ -74,7 +74,7 @@ class Config:
                 if isinstance(v, dict):
                     walk(f"{prefix}{k}.", v)
                 else:
-                    lines.append(f"  {prefix}{k:<18} = {v!r}")
+                    lines.append(f"  {prefix + k:<18} = {v!r}")
 
         walk("", self.as_dict())
         return "\n".join(lines)

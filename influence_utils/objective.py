@@ -21,6 +21,8 @@ training example removes its loss, not the regulariser.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -32,9 +34,15 @@ from torch.utils._pytree import tree_map
 
 from .batching import iter_chunks, num_examples, to_device
 
-__all__ = ["Objective", "per_example_cross_entropy", "per_example_squared_error"]
+# The first forward-mode AD call (jvp, used by every HVP) imports torch's jvp decompositions,
+# which call the deprecated torch.jit.script and emit a FutureWarning about torch internals that
+# users cannot act on. Import them here once, with only that warning silenced.
+if os.environ.get("PYTORCH_JIT", "1") == "1":
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
+__all__ = ["Objective", "per_example_cross_entropy", "per_example_squared_error"]
 
 
 def per_example_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -121,7 +129,7 @@ class Objective:
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: LossFn,
+        loss_fn: Callable[[Tensor, Tensor], Tensor],
         params: None | Sequence[str] | Callable[[str], bool] = None,
         weight_decay: float = 0.0,
         *,

@@ -15,6 +15,7 @@ display when ``myst_nb`` is not installed (e.g. on Colab), so notebooks run anyw
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import matplotlib
@@ -111,13 +112,19 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 def glue_figure(name: str, fig) -> None:
     """Store a figure for a ``{glue:figure}`` directive (with caption) and close it.
 
-    Without myst-nb the figure is simply shown.
+    The figure is stored as a PNG rendered here, so it reaches the notebook whatever the
+    matplotlib backend (with ``MPLBACKEND=Agg`` IPython has no image formatter for figures and
+    would store only their text repr). Without myst-nb the figure is simply shown.
     """
     try:
         from myst_nb import glue as _glue
     except ImportError:
         plt.show()
         return
-    _glue(name, fig, display=False)
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    _glue(name, Image(data=buffer.getvalue(), format="png"), display=False)
     plt.close(fig)
 

@@ -52,8 +52,13 @@ def _pair_matrix(
     obj: Objective, theta: Tensor, left: Tensor, train: Any, chunk_size: int | None, desc: str, show: bool | None
 ) -> Tensor:
     """``left @ G_trainᵀ`` with train gradients computed chunk by chunk: ``[k, n_train]``."""
+    total = None
+    if isinstance(train, (tuple, list)) and chunk_size:
+        total = -(-num_examples(train) // chunk_size)
+        if total <= 1 and show is None:
+            show = False  # a single chunk needs no bar
     cols = []
-    for x, y in progress(_train_chunks(train, chunk_size), desc=desc, show=show):
+    for x, y in progress(_train_chunks(train, chunk_size), desc=desc, total=total, show=show):
         cols.append(left @ obj.per_example_grads(theta, (x, y)).T)
     return torch.cat(cols, dim=1)
 
@@ -78,7 +83,7 @@ def influence(
     Args:
         obj: the training objective.
         theta: ``[p]`` parameters (ideally the optimum of ``obj.loss`` over ``train``).
-        solver: a fitted solver (:class:`~influence_utils.ExactSolver`, CG, LiSSA, Arnoldi) whose H
+        solver: a fitted solver (:class:`~influence_utils.solvers.ExactSolver`, CG, LiSSA, Arnoldi) whose H
             is the Hessian of ``obj.loss`` over the training set at ``theta``.
         train: training data, ``(inputs, targets)`` or a DataLoader (n examples).
         test: query data (n_test examples).
@@ -166,7 +171,7 @@ def time_bounded_influence(
     With ``outside="flat"`` (default) the rest of parameter space is treated as zero curvature, so
     its coefficient is c = ηT, exactly TracIn's; this keeps T = 1 equal to TracIn for any rank, but
     grows without bound in T. ``outside="drop"`` ignores those directions, as ABIF does.
-    An :class:`~influence_utils.ExactSolver` covers all of parameter space, so the choice is moot.
+    An :class:`~influence_utils.solvers.ExactSolver` covers all of parameter space, so the choice is moot.
 
     Args:
         obj, theta, train, test, n, chunk_size: as in :func:`influence`.

@@ -172,6 +172,7 @@ class CGSolver(_Solver):
         return self
 
     def solve(self, v: Tensor) -> Tensor:
+        """``(H + damping·I)⁻¹ v`` by CG, for v ``[p]`` or ``[k, p]`` (same shape out)."""
         b, single = self._check_v(v)
         A = lambda u: self._mv(u) + self.damping * u  # noqa: E731
         x = torch.zeros_like(b)
@@ -283,6 +284,7 @@ class LissaSolver(_Solver):
         return mv
 
     def solve(self, v: Tensor) -> Tensor:
+        """``(H + damping·I)⁻¹ v`` by the LiSSA recursion, for v ``[p]`` or ``[k, p]``."""
         b, single = self._check_v(v)
         bnorm = b.norm(dim=1)
         total = torch.zeros_like(b)

@@ -36,6 +36,7 @@ __all__ = [
     "paired_runs",
     "minimize_newton",
     "removal_weights",
+    "loss_changes",
 ]
 
 
@@ -64,7 +65,7 @@ class Trajectory:
 
     @property
     def checkpoints(self) -> list[Tensor]:
-        """Checkpoints for :func:`~influence_utils.tracin`: every recorded θ but the last."""
+        """Checkpoints for :func:`~influence_utils.scores.tracin`: every recorded θ but the last."""
         return self.thetas[:-1]
 
     @property
@@ -349,3 +350,25 @@ def retrain_without(
             )
     return out
 
+
+
+def loss_changes(obj: Objective, thetas: Tensor, theta: Tensor, data: Any) -> Tensor:
+    """Actual change of every example's loss between ``theta`` and each of ``thetas``.
+
+    ``out[i, k] = ℓ(z_i; thetas[k]) − ℓ(z_i; theta)``: with ``thetas`` from
+    :func:`retrain_without` this is the ground truth that influence scores predict, in the same
+    layout (query dimension first, one column per removal).
+
+    Args:
+        thetas: ``[m, p]`` counterfactual parameters.
+        theta: ``[p]`` the reference parameters.
+        data: the query examples (n of them).
+
+    Returns:
+        ``[n, m]``.
+    """
+    if thetas.ndim != 2:
+        raise ValueError(f"thetas must be [m, p], got {tuple(thetas.shape)}")
+    reference = obj.per_example_losses(theta, data)
+    after = vmap(lambda t: obj.per_example_losses(t, data))(thetas)  # [m, n]
+    return after.T - reference[:, None]

@@ -88,3 +88,12 @@ def test_training_errors(linreg, logreg):
     obj, theta, train, _ = logreg
     with pytest.raises(RuntimeError, match="Newton did not converge"):
         iu.minimize_newton(obj, torch.zeros_like(theta), train, max_iter=1, tol=1e-14)
+
+
+def test_loss_changes_layout(logreg):
+    obj, theta, train, test = logreg
+    thetas = iu.retrain_without(obj, theta, train, [0, 1, 2], method="newton")
+    got = iu.loss_changes(obj, thetas, theta, test)
+    assert got.shape == (test[1].shape[0], 3)
+    for k in range(3):
+        torch.testing.assert_close(got[:, k], obj.per_example_losses(thetas[k], test) - obj.per_example_losses(theta, test))
