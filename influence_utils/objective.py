@@ -151,6 +151,7 @@ class Objective:
         dtypes = {p.dtype for p in selected}
         if len(dtypes) > 1:
             raise TypeError(f"selected parameters mix dtypes {dtypes}; cast the model first")
+        self._first = selected[0]  # dtype and device of θ follow the model's parameters
         self.shapes = [p.shape for p in selected]
         self.numels = [p.numel() for p in selected]
         wanted = set(self.names)
@@ -165,11 +166,13 @@ class Objective:
 
     @property
     def dtype(self) -> torch.dtype:
-        return dict(self.model.named_parameters())[self.names[0]].dtype
+        """dtype of θ (that of the selected parameters)."""
+        return self._first.dtype
 
     @property
     def device(self) -> torch.device:
-        return dict(self.model.named_parameters())[self.names[0]].device
+        """Device of θ (that of the selected parameters)."""
+        return self._first.device
 
     def theta(self) -> Tensor:
         """The model's current selected parameters as a flat detached copy ``[p]``."""

@@ -313,3 +313,20 @@ def test_minilm_top_layer_vmap_grads_match_loop(minilm):
     batch = M.encode_texts(tok, SENTENCES, max_length=16)
     y = torch.tensor([1, 0, 0])
     _assert_grads_match(model, M.bert_top_parameter_names(model, n_layers=1), batch, y, rtol=1e-8, atol=1e-10)
+
+
+def test_objective_on_minilm_top_layer(minilm):
+    """The package's Objective on the real MiniLM, θ restricted to the top layer and head:
+    dict inputs, per-example gradients that sum to the batch gradient, and a symmetric HVP."""
+    import influence_utils as iu
+
+    model, tok = minilm
+    inputs = M.encode_texts(tok, SENTENCES, max_length=16)
+    y = torch.tensor([1, 0, 0])
+    obj = iu.Objective(model, iu.per_example_cross_entropy, params=M.bert_top_parameter_names(model, n_layers=0))
+    theta = obj.theta()
+    G = obj.per_example_grads(theta, (inputs, y))
+    assert G.shape == (3, obj.p)
+    torch.testing.assert_close(G.mean(0), obj.grad(theta, (inputs, y)))
+    u, v = torch.randn(2, obj.p, dtype=torch.float64)
+    assert float(u @ obj.hvp(theta, (inputs, y), v)) == pytest.approx(float(v @ obj.hvp(theta, (inputs, y), u)), rel=1e-8)
