@@ -291,6 +291,7 @@ def retrain_without(
     newton_iterations: int = 10,
     tol: float = 1e-9,
     chunk: int = 64,
+    progress_bar: bool | None = None,
 ) -> Tensor:
     """Final parameters of the counterfactual runs with each removal applied, ``[m, p]``.
 
@@ -309,6 +310,8 @@ def retrain_without(
             ``seed`` (same batch order); ``"newton"`` — the exact optimum of the (convex) objective
             by ``newton_iterations`` full Newton steps.
         tol: with ``"newton"``, the gradient norm every run must reach (else RuntimeError).
+        chunk: runs vectorised together (memory grows with it).
+        progress_bar: show a progress bar over chunks (default: interactive use only).
 
     Returns:
         ``[m, p]``.
@@ -337,7 +340,9 @@ def retrain_without(
             return theta
     else:
         raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
-    out = torch.cat([vmap(run)(W[i : i + chunk]) for i in range(0, W.shape[0], chunk)])
+    starts = range(0, W.shape[0], chunk)
+    out = torch.cat([vmap(run)(W[i : i + chunk]) for i in progress(starts, desc="counterfactual runs",
+                                                                   total=len(starts), show=progress_bar)])
     if not torch.isfinite(out).all():
         raise FloatingPointError("a counterfactual run diverged (non-finite parameters); lower lr")
     if method == "newton":
