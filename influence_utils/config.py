@@ -92,7 +92,7 @@ def _full() -> Config:
     return Config(
         profile="full",
         device=device,
-        ch1=Chapter1(dataset="mnist5k", classes=(3, 5), n_train=800, n_test=200, n_removed=800),
+        ch1=Chapter1(dataset="mnist5k", classes=(3, 5), n_train=800, n_test=200, n_removed=200),
     )
 
 
