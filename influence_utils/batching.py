@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch"]
+__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch", "to_device"]
 
 
 def _leading_dims(inputs: Any) -> list[int]:

@@ -47,20 +47,14 @@ class Config:
     Attributes:
         profile: ``"quick"`` or ``"full"``.
         seed: the one seed passed to :func:`influence_utils.utils.seed_everything`.
-        dtype: floating dtype of the small, exactly checked models (``"float64"``).
         device: ``"cpu"``, or ``"cuda"`` in the full profile when a GPU is present.
         ch1: chapter 1 settings.
     """
 
     profile: str
     seed: int = 0
-    dtype: str = "float64"
     device: str = "cpu"
     ch1: Chapter1 = field(default_factory=Chapter1)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return getattr(torch, self.dtype)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

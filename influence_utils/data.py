@@ -43,6 +43,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import numbers
 import os
@@ -249,16 +250,20 @@ def _load_rotten_tomatoes() -> _Raw:
 _SST2_SOURCES = (("stanfordnlp/sst2",), ("nyu-mll/glue", "sst2"))
 
 
+def _import_for(dataset: str, module: str, what: str, hint: str):
+    """Import ``module`` for a full-profile dataset, or raise DatasetUnavailableError."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DatasetUnavailableError(
+            f"Dataset {dataset!r} needs {what}, which is not installed ({exc}). {hint}"
+        ) from exc
+
+
 @functools.lru_cache(maxsize=None)
 def _load_sst2() -> _Raw:
     hint = _FULL_HINT.format(alternative="'rotten_tomatoes', the source data behind SST")
-    try:
-        import datasets as hf_datasets
-    except ImportError as exc:
-        raise DatasetUnavailableError(
-            f"Dataset 'sst2' needs the Hugging Face 'datasets' package, which is not installed "
-            f"({exc}). {hint}"
-        ) from exc
+    hf_datasets = _import_for("sst2", "datasets", "the Hugging Face 'datasets' package", hint)
     cache_dir = os.environ.get("IU_DATA_DIR")
     kwargs = {"cache_dir": str(Path(cache_dir).expanduser() / "huggingface")} if cache_dir else {}
     errors, parts = [], None
@@ -289,13 +294,7 @@ def _load_sst2() -> _Raw:
 @functools.lru_cache(maxsize=None)
 def _load_cifar10_from(root: str) -> _Raw:
     hint = _FULL_HINT.format(alternative="'mnist5k' or 'digits'")
-    try:
-        from torchvision.datasets import CIFAR10
-    except ImportError as exc:
-        raise DatasetUnavailableError(
-            f"Dataset 'cifar10' needs the 'torchvision' package, which is not installed "
-            f"({exc}). {hint}"
-        ) from exc
+    CIFAR10 = _import_for("cifar10", "torchvision.datasets", "the 'torchvision' package", hint).CIFAR10
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
         train = CIFAR10(root, train=True, download=True)

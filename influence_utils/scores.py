@@ -201,16 +201,18 @@ def time_bounded_influence(
     V = solver.eigenvectors
     g_test = obj.per_example_grads(theta, test)
     p_test = g_test @ V  # [n_test, r]
+    coefs = [time_bounded_coefficients(lam, int(T), lr) for T in horizons]
     outs = []
     for x, y in _train_chunks(train, chunk_size):
         g = obj.per_example_grads(theta, (x, y))
         p_tr = g @ V
+        # the part of g_testᵀ g_train outside span(V), shared by every horizon
+        flat = g_test @ g.T - p_test @ p_tr.T if outside == "flat" else None
         per_t = []
-        for T in horizons:
-            c = time_bounded_coefficients(lam, int(T), lr)
+        for T, c in zip(horizons, coefs):
             s = (p_test * c) @ p_tr.T
-            if outside == "flat":
-                s = s + lr * T * (g_test @ g.T - p_test @ p_tr.T)
+            if flat is not None:
+                s = s + lr * T * flat
             per_t.append(s)
         outs.append(torch.stack(per_t))
     scores = torch.cat(outs, dim=2) / n

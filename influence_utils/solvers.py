@@ -341,7 +341,9 @@ class ArnoldiSolver(_EigenSolver):
     Attributes:
         eigenvalues: ``[r]`` kept eigenvalues of H (undamped), descending.
         eigenvectors: ``[p, r]`` orthonormal columns.
-        ritz_values: all ``[m]`` eigenvalues of the projected matrix (m = iterations done).
+        ritz_values: all ``[m]`` eigenvalues of the projected matrix, descending.
+        iterations_done: m, the Arnoldi steps taken (fewer than ``iterations`` when an invariant
+            subspace is found early).
     """
 
     def __init__(
