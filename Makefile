@@ -28,8 +28,9 @@ IU_PROFILE ?= quick
 # outputs that `make test` reproduces:
 #  - figures through the inline backend (MPLBACKEND=Agg would drop them from notebooks),
 #  - no progress bars in stored outputs, a fixed hash seed,
+#  - explorers (influence_utils.explore) draw their static figure instead of widgets,
 #  - quick runs hide GPUs: the committed quick outputs are CPU results.
-NB_ENV = IU_PROGRESS=0 TQDM_DISABLE=1 PYTHONHASHSEED=0 \
+NB_ENV = IU_PROGRESS=0 TQDM_DISABLE=1 PYTHONHASHSEED=0 IU_STATIC=1 \
          MPLBACKEND=module://matplotlib_inline.backend_inline \
          PYDEVD_DISABLE_FILE_VALIDATION=1 JUPYTER_PREFER_ENV_PATH=1
 QUICK_ENV = IU_PROFILE=quick CUDA_VISIBLE_DEVICES=

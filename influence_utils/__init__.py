@@ -14,7 +14,7 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, config, data, models, objective, plotting, scores, solvers, training, utils
+from . import batching, cache, config, data, explore, models, objective, plotting, scores, solvers, training, utils
 from .cache import CacheMismatchError, cached
 from .config import Config, get_config
 from .data import load_dataset
@@ -82,6 +82,7 @@ __all__ = [
     "cache",
     "config",
     "data",
+    "explore",
     "models",
     "objective",
     "plotting",

@@ -7,10 +7,10 @@ Two profiles, selected by the environment variable ``IU_PROFILE``:
 * ``full``: paper scale on one GPU; downloads what it needs.
 
 A quick run shows the same phenomena as a full one at a smaller scale. The first cell of every
-chapter prints the configuration::
+chapter prints the global settings and its own section::
 
     cfg = iu.get_config()
-    print(cfg.describe())
+    print(cfg.describe("ch1"))
 """
 
 from __future__ import annotations
@@ -59,8 +59,23 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def describe(self) -> str:
-        """A readable, stable listing of every setting (printed by each chapter's first cell)."""
+    def describe(self, *sections: str) -> str:
+        """A readable, stable listing of the settings (printed by each chapter's first cell).
+
+        Args:
+            *sections: chapter sections to list (e.g. ``"ch2"``), after the global settings
+                (profile, seed, device). None: list everything.
+
+        Raises:
+            ValueError: for a section that does not exist, listing the ones that do.
+        """
+        d = self.as_dict()
+        known = [k for k, v in d.items() if isinstance(v, dict)]
+        unknown = [s for s in sections if s not in known]
+        if unknown:
+            raise ValueError(f"unknown config section(s) {unknown}; choose from {known}")
+        if sections:
+            d = {k: v for k, v in d.items() if not isinstance(v, dict) or k in sections}
         lines = [f"influence_utils config, profile={self.profile!r}"]
 
         def walk(prefix: str, d: dict[str, Any]) -> None:
@@ -70,7 +85,7 @@ class Config:
                 else:
                     lines.append(f"  {prefix + k:<18} = {v!r}")
 
-        walk("", self.as_dict())
+        walk("", d)
         return "\n".join(lines)
 
     def hash(self) -> str:

@@ -23,6 +23,10 @@ def test_profiles(monkeypatch):
         iu.get_config("fast")
     text = quick.describe()
     assert "profile='quick'" in text and "ch1.n_train" in text
+    only = quick.describe("ch1")
+    assert "seed" in only and "ch1.n_train" in only
+    with pytest.raises(ValueError, match="unknown config section"):
+        quick.describe("ch99")
 
 
 def test_cache_roundtrip_mismatch_and_corruption(tmp_path):
