@@ -1,0 +1,269 @@
+"""Correction by fine-tuning on helpful examples: against hand computations, iu.train and scipy."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import influence_utils as iu
+from influence_utils import correction as cr
+
+
+@pytest.fixture(scope="module")
+def wrong(logreg):
+    """The logistic regression of conftest and its mis-predicted test examples."""
+    obj, theta, train, test = logreg
+    idx = cr.mispredicted(obj, theta, test)
+    assert len(idx) >= 3  # labels are drawn from the logistic model: some are mis-predicted
+    return obj, theta, train, (test[0][idx], test[1][idx]), idx
+
+
+def _after(obj, theta, data, selected, steps, lr):
+    """θ after `steps` full-batch gradient-descent steps on `selected` with iu.train."""
+    x, y = data
+    return iu.train(obj, theta, (x[selected], y[selected]), steps=steps, lr=lr).final
+
+
+def test_one_step_moves_the_test_loss_by_the_first_order_amount(wrong):
+    obj0, theta, train, test, _ = wrong
+    obj = iu.Objective(obj0.model, obj0.loss_fn, weight_decay=0.0)
+    j = torch.arange(len(test[1])) % 7  # one training example per test example
+    g_test = obj.per_example_grads(theta, test)
+    g_train = obj.per_example_grads(theta, train)[j]
+    first_order = -(g_test * g_train).sum(1)  # per unit lr
+    errors = []
+    for lr in (1e-2, 5e-3):
+        df = cr.correct(obj, theta, train, test, test, {"m": j[:, None]}, ks=[1], steps=[1], lr=lr,
+                        self_reference=False, weight_decay=False)
+        got = torch.tensor(df["loss_change"].to_numpy())
+        # exactly one gradient step θ − lr ∇ℓ(z_j), evaluated by hand
+        exact = torch.stack([obj.per_example_losses(theta - lr * g_train[i], (test[0][i:i + 1], test[1][i:i + 1]))[0]
+                             for i in range(len(j))]) - obj.per_example_losses(theta, test)
+        torch.testing.assert_close(got, exact, rtol=1e-10, atol=1e-12)
+        errors.append((got - lr * first_order).abs().max())
+    # the remainder is second order: halving lr divides it by about 4
+    assert 3.5 < float(errors[0] / errors[1]) < 4.5
+    assert float(errors[1]) < 0.01 * float((5e-3 * first_order).abs().max())
+
+
+def test_one_step_ranking_equals_gradient_dot_ranking(wrong):
+    obj0, theta, train, test, _ = wrong
+    obj = iu.Objective(obj0.model, obj0.loss_fn, weight_decay=0.0)
+    n = len(train[1])
+    one = (test[0][:1].expand(n, -1), test[1][:1].expand(n))  # test example 0, once per train example
+    df = cr.correct(obj, theta, train, one, test, {"each": torch.arange(n)[:, None]}, ks=[1], steps=[1],
+                    lr=1e-6, self_reference=False)
+    decrease = -torch.tensor(df.sort_values("example")["loss_change"].to_numpy())
+    dot = iu.gradient_dot(obj, theta, train, (test[0][:1], test[1][:1]))[0]
+    assert torch.equal(decrease.argsort(descending=True), dot.argsort(descending=True))
+    # TracIn at the checkpoint ranks like gradient dot, so it selects the largest one-step decreases
+    tracin = cr.helpful_scores("tracin", obj, theta, train, (test[0][:1], test[1][:1]))
+    assert torch.equal(cr.select_helpful(tracin, 5)[0], decrease.topk(5).indices)
+
+
+@pytest.mark.parametrize("weight_decay", [True, False])
+def test_vectorised_runs_match_iu_train_and_held_out_by_hand(wrong, weight_decay):
+    obj, theta, train, test, _ = wrong
+    heldout = (train[0][:40], train[1][:40])
+    solver = iu.ExactSolver().fit(obj, theta, train)
+    scores = cr.helpful_scores("influence", obj, theta, train, test, solver=solver)
+    sel = cr.select_helpful(scores, 4)
+    df = cr.correct(obj, theta, train, test, heldout, {"if": sel}, ks=[1, 4], steps=[5, 1, 3], lr=0.5,
+                    weight_decay=weight_decay, chunk=2, eval_chunk=7)
+    assert len(df) == 2 * len(test[1]) * 2 * 3  # (if, self) × examples × k × s
+    ref_obj = obj if weight_decay else iu.Objective(obj.model, obj.loss_fn, weight_decay=0.0)
+    x_h, y_h = heldout
+    right0 = (obj.forward(theta, x_h) > 0).long() == y_h.long()
+    loss_h0 = obj.per_example_losses(theta, heldout)
+    for row in df.sample(12, random_state=0).itertuples():
+        i = int(row.example)
+        if row.method == "self":
+            th = iu.train(ref_obj, theta, (test[0][i:i + 1], test[1][i:i + 1]), steps=row.s, lr=0.5).final
+        else:
+            th = _after(ref_obj, theta, train, sel[i, : row.k], row.s, 0.5)
+        loss = obj.per_example_losses(th, (test[0][i:i + 1], test[1][i:i + 1]))[0]
+        assert row.loss_after == pytest.approx(float(loss), rel=1e-9, abs=1e-12)
+        assert row.flipped == bool(((obj.forward(th, test[0][i:i + 1]) > 0).long() == test[1][i].long())[0])
+        right = (obj.forward(th, x_h) > 0).long() == y_h.long()
+        assert row.heldout_broken == int((right0 & ~right).sum())
+        assert row.heldout_fixed == int((~right0 & right).sum())
+        assert row.heldout_acc_change == pytest.approx(float(right.double().mean() - right0.double().mean()))
+        assert row.heldout_loss_change == pytest.approx(float((obj.per_example_losses(th, heldout) - loss_h0).mean()))
+    # the reference on the test example itself does not depend on k
+    ref = df[df.method == "self"].pivot_table(index=["example", "s"], columns="k", values="loss_after")
+    np.testing.assert_array_equal(ref[1].to_numpy(), ref[4].to_numpy())
+
+
+class Shift(nn.Module):
+    """logit = x + b with the slope fixed at 1 (θ = b only)."""
+
+    def __init__(self, b: float) -> None:
+        super().__init__()
+        self.b = nn.Parameter(torch.tensor([b], dtype=torch.float64))
+
+    def forward(self, x):
+        return x[:, 0] + self.b
+
+
+def test_collateral_damage_on_a_hand_made_case():
+    obj = iu.Objective(Shift(-1.0), iu.per_example_cross_entropy)
+    theta = obj.theta()
+    train = (torch.tensor([[0.0], [3.0]], dtype=torch.float64), torch.tensor([1.0, 0.0], dtype=torch.float64))
+    test = (torch.tensor([[0.0]], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))  # logit −1: wrong
+    x_h = torch.tensor([-2.0, -0.8, -0.3, 0.2, 0.7, 2.0], dtype=torch.float64)
+    y_h = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    df = cr.correct(obj, theta, train, test, (x_h[:, None], y_h), {"m": torch.tensor([[0]])}, ks=[1], steps=[1],
+                    lr=2.0, self_reference=False)
+    row = df.iloc[0]
+    sigmoid = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    b1 = -1.0 + 2.0 * (1 - sigmoid(-1.0))  # one step on ℓ = −log σ(0 + b): b ← b − lr(σ(b) − 1)
+    assert b1 == pytest.approx(0.4621171572600098)
+    # before (b = −1): predictions 0 0 0 0 0 1, correct T T F T F T (4 of 6)
+    # after (b ≈ 0.462): predictions 0 0 1 1 1 1, correct T T T F T T (5 of 6)
+    assert bool(row.flipped) and row.pred_before == 0 and row.pred_after == 1
+    assert row.heldout_broken == 1 and row.heldout_fixed == 2
+    assert row.heldout_acc_change == pytest.approx(1 / 6)
+
+    def bce(z, y):
+        return math.log1p(math.exp(-z)) if y == 1 else math.log1p(math.exp(z))
+
+    before = np.mean([bce(x - 1.0, y) for x, y in zip(x_h.tolist(), y_h.tolist())])
+    after = np.mean([bce(x + b1, y) for x, y in zip(x_h.tolist(), y_h.tolist())])
+    assert row.heldout_loss_change == pytest.approx(after - before, rel=1e-12)
+    assert row.loss_change == pytest.approx(bce(b1, 1) - bce(-1.0, 1), rel=1e-12)
+
+
+def test_random_baseline_draws_only_from_the_true_class():
+    g = torch.Generator().manual_seed(0)
+    y_train = torch.randint(0, 3, (60,), generator=g)
+    y_test = torch.tensor([0, 1, 2, 2, 1])
+    s = cr.random_scores(y_train, y_test, seed=3)
+    sel = cr.select_helpful(s, 10)
+    assert (y_train[sel] == y_test[:, None]).all()
+    assert sel.unique(dim=1).shape == sel.shape and all(len(set(r.tolist())) == 10 for r in sel)
+    assert not torch.equal(sel[2], sel[3])  # same class, independent draws
+    torch.testing.assert_close(cr.random_scores(y_train, y_test, seed=3), s)
+    assert not torch.equal(cr.select_helpful(cr.random_scores(y_train, y_test, seed=4), 10), sel)
+    # uniform over the class: every example of class 0 is drawn about equally often over many draws
+    many = cr.random_scores(y_train, torch.zeros(3000, dtype=torch.long), seed=1)
+    counts = torch.bincount(cr.select_helpful(many, 5).flatten(), minlength=60)
+    n0 = int((y_train == 0).sum())
+    assert (counts[y_train != 0] == 0).all()
+    expected = 3000 * 5 / n0
+    assert (counts[y_train == 0].double() - expected).abs().max() < 5 * math.sqrt(expected)
+    with pytest.raises(ValueError, match="fewer than k"):
+        cr.select_helpful(s, int((y_train == 0).sum()) + 1)
+
+
+def test_helpful_scores_are_the_package_scores(wrong):
+    obj, theta, train, test, _ = wrong
+    arnoldi = iu.ArnoldiSolver(rank=obj.p, iterations=obj.p).fit(obj, theta, train)
+    torch.testing.assert_close(cr.helpful_scores("abif", obj, theta, train, test, solver=arnoldi),
+                               iu.influence(obj, theta, arnoldi, train=train, test=test))
+    torch.testing.assert_close(
+        cr.helpful_scores("tbif", obj, theta, train, test, solver=arnoldi, horizon=5, lr=0.1),
+        iu.time_bounded_influence(obj, theta, arnoldi, train, test, 5, 0.1, outside="drop"))
+    torch.testing.assert_close(cr.helpful_scores("tracin", obj, theta, train, test),
+                               iu.gradient_dot(obj, theta, train, test))
+    torch.testing.assert_close(cr.helpful_scores("cosine", obj, theta, train, test),
+                               iu.gradient_cosine(obj, theta, train, test))
+    # helpful = positive: a step on the top ABIF example lowers the test loss for every example
+    df = cr.correct(obj, theta, train, test, test, {"abif": cr.select_helpful(
+        cr.helpful_scores("abif", obj, theta, train, test, solver=arnoldi), 1)}, ks=[1], steps=[1], lr=1e-3,
+        self_reference=False)
+    assert (df.loss_change < 0).all()
+
+
+def test_wilson_interval_known_values():
+    lo, hi = cr.wilson_interval(8, 10)
+    assert (lo, hi) == pytest.approx((0.4901625, 0.9433178), abs=1e-6)
+    lo, hi = cr.wilson_interval(0, 10)
+    z2 = 1.959963984540054 ** 2
+    assert lo == 0.0 and hi == pytest.approx(z2 / (10 + z2))
+    from scipy.stats import binomtest
+
+    for s, n, c in [(3, 20, 0.95), (17, 20, 0.9), (50, 50, 0.99), (1, 7, 0.8)]:
+        ref = binomtest(s, n).proportion_ci(confidence_level=c, method="wilson")
+        assert cr.wilson_interval(s, n, c) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    low, high = cr.wilson_interval(np.array([0, 5]), np.array([5, 5]))
+    assert low.shape == (2,) and high[1] == 1.0
+    with pytest.raises(ValueError):
+        cr.wilson_interval(3, 2)
+
+
+def test_summary_counts_flips_and_intervals(wrong):
+    obj, theta, train, test, _ = wrong
+    sel = cr.select_helpful(cr.helpful_scores("cosine", obj, theta, train, test), 3)
+    df = cr.correct(obj, theta, train, test, train, {"cos": sel}, ks=[1, 3], steps=[1, 20], lr=1.0)
+    summ = cr.summarize(df)
+    assert list(summ.method.unique()) == ["cos", "self"]
+    assert len(summ) == 2 * 2 * 2
+    for row in summ.itertuples():
+        part = df[(df.method == row.method) & (df.k == row.k) & (df.s == row.s)]
+        assert row.n == len(test[1]) and row.flips == int(part.flipped.sum())
+        assert (row.ci_low, row.ci_high) == pytest.approx(cr.wilson_interval(row.flips, row.n))
+        assert row.ci_low <= row.flip_rate <= row.ci_high
+    # fine-tuning on the test example itself for 20 steps at lr 1 flips every one of them
+    assert summ[(summ.method == "self") & (summ.s == 20)].flip_rate.min() == 1.0
+
+
+def test_multiclass_runs_match_iu_train():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (50,), generator=g)
+    model = iu.models.MLP(4, hidden=(6,), n_classes=3).double()
+    obj = iu.Objective(model, iu.per_example_cross_entropy, weight_decay=1e-3)
+    theta = iu.train(obj, obj.theta(), (x[:40], y[:40]), steps=50, lr=0.5).final
+    train, rest = (x[:40], y[:40]), (x[40:], y[40:])
+    idx = cr.mispredicted(obj, theta, rest)
+    test = (rest[0][idx], rest[1][idx])
+    sel = cr.select_helpful(cr.random_scores(train[1], test[1], seed=0), 2)
+    df = cr.correct(obj, theta, train, test, rest, {"random": sel}, ks=[2], steps=[2], lr=0.3, weight_decay=True,
+                    test_ids=idx.tolist())
+    assert sorted(df.example.unique().tolist()) == sorted(idx.tolist())
+    row = df[(df.method == "random")].iloc[0]
+    i = idx.tolist().index(row.example)
+    th = _after(obj, theta, train, sel[i], 2, 0.3)
+    logits = obj.forward(th, test[0][i:i + 1])
+    assert row.pred_after == int(logits.argmax(-1)[0])
+    assert row.loss_after == pytest.approx(float(obj.per_example_losses(th, (test[0][i:i + 1], test[1][i:i + 1]))[0]))
+
+
+def test_bad_input_errors(wrong, logreg):
+    obj, theta, train, test, idx = wrong
+    sel = torch.zeros(len(test[1]), 2, dtype=torch.long)
+    kw = dict(ks=[1, 2], steps=[1], lr=0.1)
+    _, _, _, full_test = logreg
+    right = torch.tensor([i for i in range(len(full_test[1])) if i not in set(idx.tolist())])
+    with pytest.raises(ValueError, match="already predicted correctly"):
+        cr.correct(obj, theta, train, (full_test[0][right], full_test[1][right]), test, {"m": sel[:1].expand(len(right), 2)}, **kw)
+    with pytest.raises(ValueError, match="selections"):
+        cr.correct(obj, theta, train, test, test, {"m": sel[:, :1]}, **kw)
+    with pytest.raises(ValueError, match="outside"):
+        cr.correct(obj, theta, train, test, test, {"m": sel + 10_000}, **kw)
+    with pytest.raises(ValueError, match="ks"):
+        cr.correct(obj, theta, train, test, test, {"m": sel}, ks=[0, 1], steps=[1], lr=0.1)
+    with pytest.raises(ValueError, match="steps"):
+        cr.correct(obj, theta, train, test, test, {"m": sel}, ks=[1], steps=[], lr=0.1)
+    with pytest.raises(ValueError, match="lr"):
+        cr.correct(obj, theta, train, test, test, {"m": sel}, ks=[1], steps=[1], lr=-1.0)
+    with pytest.raises(ValueError, match="reference"):
+        cr.correct(obj, theta, train, test, test, {"self": sel}, **kw)
+    with pytest.raises(ValueError, match="unknown method"):
+        cr.helpful_scores("loo", obj, theta, train, test)
+    with pytest.raises(ValueError, match="solver"):
+        cr.helpful_scores("abif", obj, theta, train, test)
+    with pytest.raises(TypeError, match="ArnoldiSolver"):
+        cr.helpful_scores("abif", obj, theta, train, test, solver=iu.ExactSolver().fit(obj, theta, train))
+    with pytest.raises(ValueError, match="horizon"):
+        cr.helpful_scores("tbif", obj, theta, train, test, solver=iu.ExactSolver().fit(obj, theta, train))
+    with pytest.raises(ValueError, match="k="):
+        cr.select_helpful(torch.zeros(2, 5), 6)
+    with pytest.raises(ValueError, match="NaN"):
+        cr.select_helpful(torch.full((2, 5), float("nan")), 1)
+    with pytest.raises(ValueError, match="class labels"):
+        cr.random_scores(torch.tensor([0.5, 1.0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="summarize|correct"):
+        cr.summarize(__import__("pandas").DataFrame({"a": [1]}))
