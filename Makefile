@@ -1,7 +1,8 @@
 # What Influence Functions Do: set-up, tests and the book.
 #
 #   make book    create .venv, re-run every chapter notebook in place, build the HTML book
-#   make test    package tests, notebook tests (nbval, strict), book build (warnings fail)
+#   make test    package tests, notebook tests (nbval, strict), book build (warnings fail),
+#                then every page of the built book opened in headless Chromium
 #   make venv    only create/update .venv
 #   make clean   remove build outputs and caches (keeps .venv; `make distclean` removes it too)
 
@@ -41,12 +42,14 @@ TOOL_ENV = IU_PROFILE=quick MPLBACKEND=Agg IU_PROGRESS=0 TQDM_DISABLE=1
 
 JB_BUILD = $(JB) build . --all -W -n --keep-going
 
-.PHONY: help venv test test-package test-notebooks test-book notebooks book clean distclean
+.PHONY: help venv test test-package test-notebooks test-book test-browser notebooks book screenshot \
+        clean distclean
 
 help:
 	@echo "make book    create .venv, re-run every notebook in place (IU_PROFILE=$(IU_PROFILE)), build the HTML book"
-	@echo "make test    package tests, notebook tests (nbval), strict book build"
+	@echo "make test    package tests, notebook tests (nbval), strict book build, browser check of every page"
 	@echo "make venv    create or update the virtual environment .venv"
+	@echo "make screenshot  docs/screenshot.png, the README's picture of a chapter (after a build)"
 	@echo "make clean   remove _build and caches (make distclean also removes .venv)"
 
 # ---------------------------------------------------------------------------- environment
@@ -73,6 +76,7 @@ test: venv
 	@$(MAKE) --no-print-directory test-package
 	@$(MAKE) --no-print-directory test-notebooks
 	@$(MAKE) --no-print-directory test-book
+	@$(MAKE) --no-print-directory test-browser
 
 test-package: venv
 	$(TOOL_ENV) $(PY) -m pytest tests
@@ -87,8 +91,16 @@ test-notebooks: venv
 	if [ $$rc -eq 5 ]; then echo "no notebooks in book/ yet: nothing for nbval to check"; \
 	elif [ $$rc -ne 0 ]; then exit $$rc; fi
 
+# A fresh _build/html, so no page left over from an earlier build reaches the browser check.
 test-book: venv
+	@rm -rf _build/html
 	$(TOOL_ENV) $(JB_BUILD)
+
+# Every page of the book that test-book built, opened in headless Chromium with no network
+# (tests/test_book_html.py): figures, output cells, internal links, mathematics. Screenshots of
+# each page's first screen go to _build/screenshots. Needs Debian's chromium (.ci/run installs it).
+test-browser: venv
+	$(TOOL_ENV) IU_BROWSER_TESTS=1 $(PY) -m pytest -q tests/test_book_html.py
 
 # ---------------------------------------------------------------------------- the book
 
@@ -97,19 +109,33 @@ notebooks: venv
 	@if [ "$(IU_PROFILE)" != quick ]; then \
 	    echo "note: IU_PROFILE=$(IU_PROFILE). make test checks the quick-profile outputs stored in"; \
 	    echo "      the notebooks: run 'make book' (quick) again before committing them."; fi
+	@# After each notebook, tools/execution_record.py stores its wall-clock time, the profile
+	@# and the machine class in the notebook's metadata (the book's status page shows them).
 	@for nb in $(NOTEBOOKS); do \
 	    echo "executing $$nb (IU_PROFILE=$(IU_PROFILE))"; \
+	    start=$$(date +%s.%N); \
 	    $(NB_ENV) $(BOOK_ENV) $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	        --ExecutePreprocessor.kernel_name=python3 \
 	        --ExecutePreprocessor.timeout=7200 \
 	        --ExecutePreprocessor.record_timing=False \
 	        "$$nb"; \
+	    $(BOOK_ENV) $(PY) tools/execution_record.py "$$nb" --start "$$start" --profile "$(IU_PROFILE)"; \
 	done
 
 book: notebooks
 	$(TOOL_ENV) $(JB_BUILD)
 	@echo
 	@echo "The book is at: $(CURDIR)/_build/html/index.html"
+
+# The README's picture of a chapter: a figure of chapter 1 in the built book (run `make book`
+# or `make test-book` first), quantised to a small PNG.
+SCREENSHOT_PAGE     ?= book/01_influence_from_scratch.html
+SCREENSHOT_SELECTOR ?= \#fig-ch1-if-vs-loo
+screenshot: venv
+	@test -f _build/html/$(SCREENSHOT_PAGE) || { echo "build the book first: make book (or make test-book)"; exit 1; }
+	$(PY) tools/book_browser.py screenshot _build/html $(SCREENSHOT_PAGE) docs/screenshot.png \
+	    --selector '$(SCREENSHOT_SELECTOR)' --width 1100 --height 760
+	$(PY) tools/shrink_png.py docs/screenshot.png
 
 # ---------------------------------------------------------------------------- cleaning
 

@@ -1,0 +1,108 @@
+"""The ``{execution-status}`` directive: a table of every chapter's last execution.
+
+Chapters are executed by ``make notebooks`` (``make book``), not by the book build, which
+renders the outputs committed with each notebook. After executing a notebook, the Makefile
+calls ``tools/execution_record.py``, which stores in the notebook's metadata
+(``influence_utils.execution``) the wall-clock time, the profile, the date and the machine
+class. This directive reads those records from every chapter notebook (``book/NN_*.ipynb``)
+and renders them as a table, with links to the chapters. A chapter stored without a record is
+listed as "not recorded".
+
+Usage in a MyST page::
+
+    ```{execution-status}
+    ```
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+
+CHAPTER = re.compile(r"^(\d\d)_.*\.ipynb$")
+
+
+def _title(nb: dict, fallback: str) -> str:
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", "")).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return fallback
+
+
+def _duration(seconds: float) -> str:
+    minutes, sec = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {sec:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def _machine(m: dict) -> str:
+    parts = [f"{m.get('cores', '?')} CPU cores ({m.get('cpu', 'unknown CPU')})"]
+    if m.get("memory_gib"):
+        parts.append(f"{m['memory_gib']:.0f} GiB RAM")
+    parts.append(f"GPU: {m['gpu']}" if m.get("gpu") else "no GPU")
+    return ", ".join(parts)
+
+
+def chapter_records(book_dir: Path) -> list[tuple[str, str, dict | None]]:
+    """(docname relative to the book dir, title, execution record or None) per chapter."""
+    rows = []
+    for path in sorted(book_dir.glob("*.ipynb")):
+        if not CHAPTER.match(path.name):
+            continue
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        record = nb.get("metadata", {}).get("influence_utils", {}).get("execution")
+        rows.append((path.stem, _title(nb, path.stem), record))
+    return rows
+
+
+class ExecutionStatus(SphinxDirective):
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        book_dir = Path(self.env.doc2path(self.env.docname)).parent
+        rows = chapter_records(book_dir)
+        for stem, _, _ in rows:
+            self.env.note_dependency(str(book_dir / f"{stem}.ipynb"))
+        if not rows:
+            para = nodes.paragraph(text="No chapter notebook has been executed yet.")
+            return [para]
+        lines = [
+            "| Chapter | Profile | Execution time | Machine | Python / PyTorch | Executed |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        total = {}
+        for stem, title, rec in rows:
+            link = f"{{doc}}`{title} <{stem}>`"
+            if rec is None:
+                lines.append(f"| {link} | not recorded | | | | |")
+                continue
+            m = rec.get("machine", {})
+            total[rec.get("profile", "?")] = total.get(rec.get("profile", "?"), 0.0) + float(rec.get("seconds", 0))
+            versions = f"{m.get('python', '?')} / {m.get('torch', '?')}"
+            lines.append(
+                f"| {link} | `{rec.get('profile', '?')}` | {_duration(float(rec.get('seconds', 0)))} "
+                f"| {_machine(m)} | {versions} | {rec.get('date', '?')} |"
+            )
+        text = StringList(lines, source="execution-status")
+        container = nodes.container(classes=["execution-status"])
+        self.state.nested_parse(text, self.content_offset, container)
+        out: list[nodes.Node] = [container]
+        if total:
+            summary = "; ".join(f"{_duration(sec)} in the `{prof}` profile" for prof, sec in sorted(total.items()))
+            para = StringList([f"All recorded chapters together: {summary}."], source="execution-status")
+            box = nodes.container()
+            self.state.nested_parse(para, self.content_offset, box)
+            out.extend(box.children)
+        return out
+
+
+def setup(app: Sphinx) -> dict:
+    app.add_directive("execution-status", ExecutionStatus)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
