@@ -14,11 +14,19 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, config, data, explore, models, objective, plotting, scores, solvers, training, utils
+from . import batching, cache, config, data, explore, models, objective, perturbation, plotting, scores, solvers, training, utils
 from .cache import CacheMismatchError, cached
 from .config import Config, get_config
 from .data import load_dataset
 from .objective import Objective, per_example_cross_entropy, per_example_squared_error
+from .perturbation import (
+    Sweep,
+    epsilon_sweep,
+    group_removal,
+    group_scores,
+    linearized_removal,
+    weighted_runs,
+)
 from .scores import (
     gradient_cosine,
     gradient_dot,
@@ -68,6 +76,13 @@ __all__ = [
     "paired_runs",
     "minimize_newton",
     "loss_changes",
+    # first-order expansion
+    "Sweep",
+    "epsilon_sweep",
+    "weighted_runs",
+    "group_removal",
+    "group_scores",
+    "linearized_removal",
     # around the core
     "Config",
     "get_config",
@@ -85,6 +100,7 @@ __all__ = [
     "explore",
     "models",
     "objective",
+    "perturbation",
     "plotting",
     "scores",
     "solvers",

@@ -1,0 +1,413 @@
+"""How far the first-order expansion in the perturbation size ε carries.
+
+Influence functions linearise the response to up-weighting a training example (or a group of
+them) by ε: the objective ``L(θ) + ε Σ_{z ∈ G} ℓ(z; θ)`` gives each member of G the weight
+``1 + nε`` in the mean ``(1/n) Σ w_i ℓ(z_i; θ)``. So
+
+* ε = −1/n removes the group, ε = +k/n adds k duplicates of each member;
+* a score ``s`` in the book's units (the first-order change of a test loss when the group is
+  *removed*; positive = the group helps) predicts the change ``−n ε s`` for any ε.
+
+This module measures the actual response over a range of ε and compares it with that line:
+
+* :func:`weighted_runs` — the training procedure rerun with arbitrary per-example weights,
+  vectorised over many weightings (gradient descent from a start point or checkpoint, or the
+  exact optimum by Newton's method);
+* :func:`epsilon_sweep` — actual vs first-order predicted test-loss change for a list of ε,
+  returned as a :class:`Sweep` whose ``second_order`` is ``actual − predicted``;
+* :func:`group_removal` — removing whole groups, with the first-order prediction
+  :func:`group_scores` = the sum of the members' individual scores;
+* :func:`random_groups` and :func:`similar_groups` — groups drawn at random, or made of the
+  nearest neighbours of an anchor (by cosine similarity of features or gradients);
+* :func:`linearized_removal` — the *exact* first-order response of a gradient-descent run,
+  by forward-mode differentiation through every step: what every influence estimate
+  approximates, so that ``actual − linearized`` is the pure second-order remainder;
+* :func:`loglog_slope` and :func:`linearity_break` — the order of the remainder and the ε at
+  which the linear prediction stops being accurate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.func import grad, jvp, vmap
+
+from .batching import index_batch, validate_batch
+from .objective import Objective
+from .training import batch_order
+from .utils import _as_numpy, progress
+
+__all__ = [
+    "Sweep",
+    "upweight_weights",
+    "weighted_runs",
+    "epsilon_sweep",
+    "group_scores",
+    "group_removal",
+    "random_groups",
+    "similar_groups",
+    "linearized_removal",
+    "loglog_slope",
+    "linearity_break",
+]
+
+Group = int | Sequence[int]
+
+
+def _indices(group: Group, n: int) -> Tensor:
+    idx = torch.as_tensor([group] if isinstance(group, int) else list(group), dtype=torch.long)
+    if idx.numel() == 0:
+        raise ValueError("a group must contain at least one training example")
+    if idx.min() < 0 or idx.max() >= n:
+        raise IndexError(f"group {group} is out of range for {n} training examples")
+    if idx.unique().numel() != idx.numel():
+        raise ValueError(f"group {list(idx.tolist())} repeats an example; duplicates are ε = k/n, not repeats")
+    return idx
+
+
+def upweight_weights(n: int, group: Group, eps: Sequence[float] | Tensor, dtype=torch.float64) -> Tensor:
+    """Per-example weights ``[k, n]`` for the objective ``L + ε_k Σ_{z∈G} ℓ(z)``.
+
+    Row k is all ones except ``1 + n·ε_k`` on the members of ``group``: ε = −1/n removes the group
+    (weight 0), ε = +k/n adds k copies of each member.
+    """
+    idx = _indices(group, n)
+    e = torch.as_tensor(eps, dtype=dtype).reshape(-1)
+    w = torch.ones(e.numel(), n, dtype=dtype)
+    w[:, idx] = (1 + n * e)[:, None]
+    return w
+
+
+def _tensor_data(data: Any) -> tuple[Any, Tensor]:
+    if not isinstance(data, (tuple, list)):
+        raise TypeError(f"need tensor data (inputs, targets) so batches can be indexed; got a {type(data).__name__}")
+    return validate_batch(data)
+
+
+def _gd_run(obj: Objective, theta0: Tensor, data: Any, steps: int, lr: float, batch_size: int | None, seed: int):
+    """θ_T as a function of the weights ``[n]``: exactly the steps of :func:`~influence_utils.training.train`."""
+    inputs, targets = _tensor_data(data)
+    order = batch_order(targets.shape[0], steps, batch_size, seed)
+    batches = None if order is None else [(index_batch(inputs, idx), targets[idx]) for idx in order]
+
+    def run(w: Tensor) -> Tensor:
+        theta = theta0
+        for t in range(steps):
+            if batches is None:
+                g = grad(lambda th: obj.loss(th, (inputs, targets), w))(theta)
+            else:
+                g = grad(lambda th: obj.loss(th, batches[t], w[order[t]]))(theta)
+            theta = theta - lr * g
+        return theta
+
+    return run
+
+
+def weighted_runs(
+    obj: Objective,
+    theta0: Tensor,
+    data: Any,
+    weights: Tensor,
+    *,
+    method: str = "gd",
+    steps: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    newton_iterations: int = 10,
+    tol: float = 1e-9,
+    chunk: int = 64,
+    progress_bar: bool | None = None,
+) -> Tensor:
+    """Final parameters of the training procedure under each row of ``weights``, ``[m, p]``.
+
+    The generalisation of :func:`~influence_utils.training.retrain_without` to any weights
+    (up-weighting, duplicates, negative weights), vectorised with ``vmap``, ``chunk`` at a time.
+
+    Args:
+        obj, data: the objective and the training data ``(inputs, targets)`` (n examples).
+        theta0: the start: an initialisation, a checkpoint (warm start) or, for
+            ``method="newton"``, a point near the optimum (normally the unweighted optimum).
+        weights: ``[m, n]`` per-example weights, e.g. from :func:`upweight_weights`.
+        method: ``"gd"`` — ``steps`` of (mini-batch) gradient descent exactly as
+            :func:`~influence_utils.training.train` with the same ``seed``; ``"newton"`` — the
+            exact optimum by ``newton_iterations`` full Newton steps (convex objectives).
+        tol: with ``"newton"``, the gradient norm every run must reach.
+
+    Returns:
+        ``[m, p]``.
+
+    Raises:
+        FloatingPointError: a run diverged. RuntimeError: Newton did not reach ``tol``.
+    """
+    _, targets = _tensor_data(data)
+    n = targets.shape[0]
+    if weights.ndim != 2 or weights.shape[1] != n:
+        raise ValueError(f"weights must be [m, {n}] (one row per run), got {tuple(weights.shape)}")
+    weights = weights.to(theta0)
+    theta0 = theta0.detach()
+    if method == "newton":
+        def run(w: Tensor) -> Tensor:
+            theta = theta0
+            for _ in range(newton_iterations):
+                g = grad(lambda t: obj.loss(t, data, w))(theta)
+                theta = theta - torch.linalg.solve(obj.hessian(theta, data, weights=w), g)
+            return theta
+    elif method == "gd":
+        if steps is None or lr is None:
+            raise ValueError("method='gd' needs steps and lr")
+        run = _gd_run(obj, theta0, data, steps, lr, batch_size, seed)
+    else:
+        raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
+    starts = range(0, weights.shape[0], chunk)
+    out = torch.cat([vmap(run)(weights[i : i + chunk])
+                     for i in progress(starts, desc="weighted runs", total=len(starts), show=progress_bar)])
+    if not torch.isfinite(out).all():
+        raise FloatingPointError("a weighted run diverged (non-finite parameters); lower lr or |ε|")
+    if method == "newton":
+        gnorm = vmap(lambda t, w: grad(lambda u: obj.loss(u, data, w))(t).norm())(out, weights)
+        if (gnorm > tol).any():
+            raise RuntimeError(
+                f"Newton did not reach tol={tol:.0e} for {int((gnorm > tol).sum())} runs (worst gradient "
+                f"norm {float(gnorm.max()):.2e}); use smaller |ε|, start closer or raise newton_iterations"
+            )
+    return out
+
+
+def _loss_change(obj: Objective, thetas: Tensor, reference: Tensor, test: Any) -> Tensor:
+    """``[m, n_test]``: test losses at each of ``thetas`` minus those at ``reference``."""
+    ref = obj.per_example_losses(reference, test)
+    return torch.stack([obj.per_example_losses(t, test) for t in thetas]) - ref
+
+
+@dataclass
+class Sweep:
+    """Actual vs first-order change of the test losses over a range of ε.
+
+    Attributes:
+        eps: ``[k]`` the perturbation sizes (ε = −1/n: removal, +k/n: k duplicates).
+        actual: ``[k, n_test]`` test loss after training with ε minus test loss with ε = 0.
+        predicted: ``[k, n_test]`` the first-order prediction ``−n ε · scores``.
+        n: the number of training examples.
+    """
+
+    eps: Tensor
+    actual: Tensor
+    predicted: Tensor
+    n: int
+
+    @property
+    def second_order(self) -> Tensor:
+        """``actual − predicted``, ``[k, n_test]``: everything beyond the linear term."""
+        return self.actual - self.predicted
+
+    @property
+    def relative_error(self) -> Tensor:
+        """``‖actual − predicted‖ / ‖predicted‖`` over the test examples, ``[k]``."""
+        return self.second_order.norm(dim=1) / self.predicted.norm(dim=1).clamp_min(1e-300)
+
+    def __repr__(self) -> str:
+        return f"Sweep({len(self.eps)} values of ε from {float(self.eps.min()):.3g} to {float(self.eps.max()):.3g}, n={self.n})"
+
+
+def epsilon_sweep(
+    obj: Objective,
+    theta0: Tensor,
+    train: Any,
+    test: Any,
+    group: Group,
+    eps: Sequence[float] | Tensor,
+    scores: Tensor,
+    *,
+    method: str = "gd",
+    **run_kwargs: Any,
+) -> Sweep:
+    """Up-weight ``group`` by each ε, retrain, and compare with the first-order prediction.
+
+    The actual change is ``ℓ(test; θ_ε) − ℓ(test; θ_0)`` where θ_ε and θ_0 come from the same
+    procedure (:func:`weighted_runs` with ``method`` and ``run_kwargs``: same start, same steps,
+    same batch order), the unperturbed run included in the same batch. The prediction is
+    ``−n ε · scores``, where ``scores`` is the removal score of the group in the book's units
+    (e.g. ``iu.influence(...)[:, j]``, a time-bounded score for a T-step warm start, or
+    :func:`group_scores` for a group).
+
+    Args:
+        obj, train, test: objective, training data (n examples) and query data.
+        theta0: where every run starts (see :func:`weighted_runs`).
+        group: one training index or a group of indices.
+        eps: the ε values, signed.
+        scores: ``[n_test]`` first-order removal prediction for the group (positive = helps).
+        method, run_kwargs: passed to :func:`weighted_runs`.
+
+    Returns:
+        A :class:`Sweep`.
+    """
+    _, targets = _tensor_data(train)
+    n = targets.shape[0]
+    e = torch.as_tensor(eps, dtype=theta0.dtype).reshape(-1)
+    scores = torch.as_tensor(scores, dtype=theta0.dtype)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be [n_test] (one column of a score matrix), got {tuple(scores.shape)}")
+    W = upweight_weights(n, group, torch.cat([e.new_zeros(1), e]), dtype=theta0.dtype)
+    thetas = weighted_runs(obj, theta0, train, W, method=method, **run_kwargs)
+    actual = _loss_change(obj, thetas[1:], thetas[0], test)
+    if actual.shape[1] != scores.shape[0]:
+        raise ValueError(f"scores has {scores.shape[0]} entries but test has {actual.shape[1]} examples")
+    predicted = -n * e[:, None] * scores[None, :]
+    return Sweep(e, actual, predicted, n)
+
+
+def group_scores(scores: Tensor, groups: Sequence[Group]) -> Tensor:
+    """First-order prediction for removing each group: the sum of its members' scores.
+
+    Args:
+        scores: ``[n_test, n_train]`` individual removal scores (book units, positive = helps).
+        groups: m groups of training indices.
+
+    Returns:
+        ``[n_test, m]``.
+    """
+    n = scores.shape[1]
+    return torch.stack([scores[:, _indices(g, n)].sum(1) for g in groups], dim=1)
+
+
+def group_removal(
+    obj: Objective,
+    theta0: Tensor,
+    train: Any,
+    test: Any,
+    groups: Sequence[Group],
+    scores: Tensor,
+    *,
+    method: str = "gd",
+    **run_kwargs: Any,
+) -> tuple[Tensor, Tensor]:
+    """Remove each group, retrain, and compare with the summed first-order prediction.
+
+    Args:
+        scores: ``[n_test, n_train]`` individual removal scores.
+        groups: m groups; each is removed on its own (weight 0, the 1/n kept).
+        method, run_kwargs: passed to :func:`weighted_runs` (the unperturbed run is added).
+
+    Returns:
+        ``(predicted, actual)``, both ``[n_test, m]``: :func:`group_scores`, and
+        ``ℓ(test; θ without group) − ℓ(test; θ_0)`` with θ_0 from the same procedure.
+    """
+    _, targets = _tensor_data(train)
+    n = targets.shape[0]
+    predicted = group_scores(scores, groups)
+    W = torch.ones(len(groups) + 1, n, dtype=theta0.dtype)
+    for k, g in enumerate(groups):
+        W[k + 1, _indices(g, n)] = 0.0
+    thetas = weighted_runs(obj, theta0, train, W, method=method, **run_kwargs)
+    return predicted, _loss_change(obj, thetas[1:], thetas[0], test).T
+
+
+def random_groups(n: int, size: int, count: int, seed: int = 0) -> list[list[int]]:
+    """``count`` groups of ``size`` distinct training indices drawn uniformly (seeded)."""
+    if not 1 <= size <= n:
+        raise ValueError(f"size must be between 1 and n={n}, got {size}")
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randperm(n, generator=gen)[:size].sort().values.tolist() for _ in range(count)]
+
+
+def similar_groups(features: Tensor, size: int, anchors: Sequence[int]) -> list[list[int]]:
+    """For each anchor, the group of its ``size`` most similar training examples (itself included).
+
+    Similarity is the cosine of ``features`` rows: inputs, embeddings, or per-example gradients
+    (then a group is examples that pull the parameters the same way, whose effects add up).
+
+    Args:
+        features: ``[n, d]``.
+        size: group size.
+        anchors: training indices, one group each.
+
+    Returns:
+        ``len(anchors)`` lists of indices.
+    """
+    if features.ndim != 2:
+        raise ValueError(f"features must be [n, d], got {tuple(features.shape)}; flatten them first")
+    n = features.shape[0]
+    if not 1 <= size <= n:
+        raise ValueError(f"size must be between 1 and n={n}, got {size}")
+    f = features / features.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    a = torch.as_tensor(list(anchors), dtype=torch.long)
+    sim = f[a] @ f.T
+    sim[torch.arange(len(a)), a] = math.inf  # the anchor first, even with duplicated rows
+    return sim.topk(size, dim=1).indices.sort(dim=1).values.tolist()
+
+
+def linearized_removal(
+    obj: Objective,
+    theta0: Tensor,
+    train: Any,
+    test: Any,
+    groups: Sequence[Group],
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int | None = None,
+    seed: int = 0,
+    chunk: int = 16,
+) -> Tensor:
+    """The exact first-order prediction of removing each group, for a gradient-descent run.
+
+    ``out[i, k] = −Σ_{j ∈ G_k} ∂ℓ(test_i; θ_T(w)) / ∂w_j`` at ``w = 1``, where θ_T(w) is the
+    result of ``steps`` of (mini-batch) gradient descent from ``theta0`` with per-example
+    weights w (:func:`weighted_runs`, ``method="gd"``). It is computed by forward-mode
+    differentiation through every step, so it follows the curvature along the actual
+    trajectory: no fixed Hessian, no optimum assumed. Same units and sign as the scores
+    (positive = the group helps). From a stationary point with full-batch steps it equals
+    :func:`~influence_utils.scores.time_bounded_influence` with an exact solver, and
+    ``actual − out`` is the pure second-order remainder.
+
+    Returns:
+        ``[n_test, m]``.
+    """
+    _, targets = _tensor_data(train)
+    n = targets.shape[0]
+    t_inputs, t_targets = _tensor_data(test)
+    run = _gd_run(obj, theta0.detach(), train, steps, lr, batch_size, seed)
+    ones = torch.ones(n, dtype=theta0.dtype, device=theta0.device)
+
+    def test_losses(w: Tensor) -> Tensor:
+        return obj._losses(run(w), t_inputs, t_targets)
+
+    tangents = torch.zeros(len(groups), n, dtype=theta0.dtype, device=theta0.device)
+    for k, g in enumerate(groups):
+        tangents[k, _indices(g, n)] = 1.0
+    out = torch.cat([vmap(lambda u: jvp(test_losses, (ones,), (u,))[1])(tangents[i : i + chunk])
+                     for i in range(0, len(groups), chunk)])
+    return -out.T
+
+
+def loglog_slope(x: Any, y: Any) -> float:
+    """Least-squares slope of ``log|y|`` against ``log|x|`` (the order of a power law).
+
+    Pairs where either is zero are skipped. A remainder that is second order in ε has slope 2.
+    """
+    a, b = np.abs(_as_numpy(x)), np.abs(_as_numpy(y))
+    if a.shape != b.shape:
+        raise ValueError(f"x and y must have the same length, got {a.shape} and {b.shape}")
+    keep = (a > 0) & (b > 0)
+    if keep.sum() < 2:
+        raise ValueError("need at least two pairs with non-zero x and y for a log-log fit")
+    return float(np.polyfit(np.log(a[keep]), np.log(b[keep]), 1)[0])
+
+
+def linearity_break(eps: Any, relative_error: Any, threshold: float = 0.1) -> float:
+    """The smallest |ε| at which the relative error of the linear prediction reaches ``threshold``.
+
+    Returns ``inf`` when no ε in the sweep reaches it (linear over the whole range).
+    """
+    e, r = np.abs(_as_numpy(eps)), _as_numpy(relative_error)
+    if e.shape != r.shape:
+        raise ValueError(f"eps and relative_error must have the same length, got {e.shape} and {r.shape}")
+    hit = e[r >= threshold]
+    return float(hit.min()) if hit.size else math.inf
