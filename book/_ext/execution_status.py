@@ -47,6 +47,7 @@ def _machine(m: dict) -> str:
     if m.get("memory_gib"):
         parts.append(f"{m['memory_gib']:.0f} GiB RAM")
     parts.append(f"GPU: {m['gpu']}" if m.get("gpu") else "no GPU")
+    parts.append(f"Python {m.get('python', '?')}, PyTorch {m.get('torch', '?')}")
     return ", ".join(parts)
 
 
@@ -74,21 +75,20 @@ class ExecutionStatus(SphinxDirective):
             para = nodes.paragraph(text="No chapter notebook has been executed yet.")
             return [para]
         lines = [
-            "| Chapter | Profile | Execution time | Machine | Python / PyTorch | Executed |",
-            "| --- | --- | --- | --- | --- | --- |",
+            "| Chapter | Profile | Execution time | Machine | Executed |",
+            "| --- | --- | --- | --- | --- |",
         ]
         total = {}
         for stem, title, rec in rows:
             link = f"{{doc}}`{title} <{stem}>`"
             if rec is None:
-                lines.append(f"| {link} | not recorded | | | | |")
+                lines.append(f"| {link} | not recorded | | | |")
                 continue
             m = rec.get("machine", {})
             total[rec.get("profile", "?")] = total.get(rec.get("profile", "?"), 0.0) + float(rec.get("seconds", 0))
-            versions = f"{m.get('python', '?')} / {m.get('torch', '?')}"
             lines.append(
                 f"| {link} | `{rec.get('profile', '?')}` | {_duration(float(rec.get('seconds', 0)))} "
-                f"| {_machine(m)} | {versions} | {rec.get('date', '?')} |"
+                f"| {_machine(m)} | {rec.get('date', '?')} |"
             )
         text = StringList(lines, source="execution-status")
         container = nodes.container(classes=["execution-status"])
