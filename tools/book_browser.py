@@ -354,9 +354,9 @@ _PAGE_SCRIPT = r"""
   }
 
   // Errors in output cells, and docutils errors left in the page.
-  const bad = document.querySelectorAll(
-    '.cell_output .traceback, .cell_output .output.error, div.output.traceback, .system-message, .problematic');
+  const bad = document.querySelectorAll('.cell_output .traceback, .cell_output .output.error, div.output.traceback');
   out.outputErrors = Array.from(bad).map(text);
+  out.markupErrors = Array.from(document.querySelectorAll('.system-message, .problematic')).map(text);
   document.querySelectorAll('.cell_output').forEach((e) => {
     const t = e.textContent || '';
     if (t.includes('Traceback (most recent call last)') && !out.outputErrors.length) out.outputErrors.push(text(e));
@@ -458,6 +458,7 @@ class BookChecker:
 
         problems += [f"figure did not load: {src}" for src in info["brokenImages"]]
         problems += [f"error in an output cell: {t}" for t in info["outputErrors"]]
+        problems += [f"markup error left in the page (see the build's warnings): {t}" for t in info["markupErrors"]]
         if info["math"]:
             if info["mathjax"] is None:
                 problems.append(f"{info['math']} math elements but MathJax did not load "
@@ -511,21 +512,21 @@ def check_book(html_dir: Path, screenshot_dir: Path | None = None) -> list[PageR
 
 def screenshot(html_dir: Path, page: str, out: Path, selector: str | None = None,
                height: int = 720, width: int = 1280) -> Path:
-    """A PNG of one page of the book: its first screen, or ``height`` pixels from the top of
-    the element ``selector`` (e.g. a figure), after MathJax has typeset the page."""
+    """A PNG of one screen of a page of the book (``width`` x ``height``): the first screen, or
+    the screen that starts just above the element ``selector`` (e.g. a figure), after MathJax
+    has typeset the page."""
     with Chromium(viewport=(width, height)) as browser, BookServer(html_dir) as server:
         browser.open(server.base + page)
         browser.evaluate(_PAGE_SCRIPT)
-        clip = None
         if selector:
-            top = browser.evaluate(
-                f"(() => {{ const e = document.querySelector({json.dumps(selector)}); "
-                "if (!e) return null; e.scrollIntoView(); "
-                "return e.getBoundingClientRect().top + window.scrollY; }})()")
-            if top is None:
+            found = browser.evaluate(
+                f"(async () => {{ const e = document.querySelector({json.dumps(selector)}); "
+                "if (!e) return false; "
+                "window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 90); "
+                "await new Promise((r) => setTimeout(r, 300)); return true; })()")
+            if not found:
                 raise BrowserError(f"no element {selector!r} on {page}")
-            clip = {"x": 0, "y": max(0, top - 80), "width": width, "height": height}
-        return browser.screenshot(out, clip)
+        return browser.screenshot(out)
 
 
 def main(argv: list[str] | None = None) -> int:
