@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Config", "Chapter1", "get_config", "PROFILES", "config_hash"]
+__all__ = ["Config", "Chapter1", "Chapter3", "get_config", "PROFILES", "config_hash"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,55 @@ class Chapter1:
 
 
 @dataclass(frozen=True)
+class Chapter3:
+    """Chapter 3: numeric stability of inverse-Hessian-vector products (exact, CG, LiSSA, ABIF).
+
+    An MLP (``hidden`` tanh units, float64) on ``dataset`` is trained by ``steps`` full-batch
+    gradient-descent steps of size ``lr``; its exact Hessian is the reference. ``n_rhs`` test
+    gradients are the right-hand sides of the solver studies. The reference damping is
+    ``damping_factor`` times minus the most negative eigenvalue. LiSSA's grid: scales are
+    ``lissa_scale_factors`` times λ_max, dampings ``lissa_damping_factors`` times |λ_min|, depths
+    ``lissa_depths``. CG runs ``cg_max_iter`` iterations; Arnoldi ``arnoldi_iterations`` steps,
+    compared on the ``arnoldi_top_k`` largest eigenvalues; ABIF ranks ``abif_ranks`` with
+    ``abif_iterations_factor`` × rank HVPs each. The larger model is ``resnet_*``: a ResNet
+    (``resnet_depth``, ``resnet_width``) on ``resnet_dataset``, trained for ``resnet_steps`` SGD
+    steps on batches of ``resnet_batch_size``; its Hessian is taken over ``resnet_hvp_examples``
+    training images and ``resnet_n_test`` test images are scored against all training images.
+    """
+
+    dataset: str = "digits"
+    n_train: int = 400
+    n_test: int = 100
+    hidden: int = 24
+    weight_decay: float = 1e-3
+    steps: int = 600
+    lr: float = 1.0
+    n_rhs: int = 8
+    damping_factor: float = 3.0
+    lissa_scale_factors: tuple[float, ...] = (0.3, 0.7, 1.5, 10.0)
+    lissa_damping_factors: tuple[float, ...] = (0.0, 0.5, 3.0, 30.0)
+    lissa_depths: tuple[int, ...] = (1, 3, 10, 30, 100, 300, 1000, 3000)
+    cg_max_iter: int = 150
+    arnoldi_iterations: int = 160
+    arnoldi_top_k: int = 10
+    abif_ranks: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
+    abif_iterations_factor: int = 2
+    resnet_dataset: str = "mnist5k"
+    resnet_depth: int = 8
+    resnet_width: int = 16
+    resnet_n_train: int = 256
+    resnet_n_test: int = 4
+    resnet_steps: int = 60
+    resnet_lr: float = 0.05
+    resnet_batch_size: int = 32
+    resnet_hvp_examples: int = 32
+    resnet_rank: int = 20
+    resnet_arnoldi_iterations: int = 40
+    resnet_cg_iter: int = 10
+    resnet_lissa_depth: int = 20
+
+
+@dataclass(frozen=True)
 class Config:
     """Every size, step count and seed of the book for one profile.
 
@@ -49,12 +98,14 @@ class Config:
         seed: the one seed passed to :func:`influence_utils.utils.seed_everything`.
         device: ``"cpu"``, or ``"cuda"`` in the full profile when a GPU is present.
         ch1: chapter 1 settings.
+        ch3: chapter 3 settings.
     """
 
     profile: str
     seed: int = 0
     device: str = "cpu"
     ch1: Chapter1 = field(default_factory=Chapter1)
+    ch3: Chapter3 = field(default_factory=Chapter3)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,6 +153,10 @@ def _full() -> Config:
         profile="full",
         device=device,
         ch1=Chapter1(dataset="mnist5k", classes=(3, 5), n_train=800, n_test=200, n_removed=200),
+        ch3=Chapter3(n_train=1000, hidden=48, steps=1500, lissa_depths=(1, 3, 10, 30, 100, 300, 1000, 3000, 10000),
+                     arnoldi_iterations=400, abif_ranks=(5, 10, 20, 50, 100, 200, 400), resnet_n_train=2000,
+                     resnet_n_test=20, resnet_steps=500, resnet_batch_size=64, resnet_hvp_examples=512,
+                     resnet_rank=50, resnet_arnoldi_iterations=150, resnet_cg_iter=50, resnet_lissa_depth=200),
     )
 
 

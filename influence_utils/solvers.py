@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -34,7 +35,28 @@ __all__ = [
 
 
 class LissaDivergenceError(RuntimeError):
-    """LiSSA's recursion diverged: ``scale`` too small or ``damping`` too small."""
+    """LiSSA's recursion diverged: ``scale`` too small or ``damping`` too small.
+
+    Attributes:
+        step: the recursion step at which the divergence was detected (1-based).
+        depth: the depth the solver was asked for.
+        scale: the solver's ``scale``.
+        damping: the solver's ``damping``.
+        growth: the largest ``‖x_step‖ / ‖v‖`` over the right-hand sides at that step.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: int | None = None,
+        depth: int | None = None,
+        scale: float | None = None,
+        damping: float | None = None,
+        growth: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.step, self.depth, self.scale, self.damping, self.growth = step, depth, scale, damping, growth
 
 
 class ConvergenceWarning(UserWarning):
@@ -234,6 +256,9 @@ class LissaSolver(_Solver):
     choice) and ``damping`` must exceed minus the most negative one. When the iterates grow
     faster than a converging series can, :class:`LissaDivergenceError` is raised, naming both.
 
+    The error of a converging recursion shrinks like ``max |1 − (λ + damping)/scale|^depth`` over
+    the eigenvalues λ of H: the depth needed grows like ``scale / (λ_min + damping)``.
+
     Args:
         damping: λ ≥ 0 added to H.
         scale: the divisor s.
@@ -261,6 +286,7 @@ class LissaSolver(_Solver):
             raise ValueError("depth and repeats must be >= 1")
         self.scale, self.depth, self.repeats, self.seed = float(scale), int(depth), int(repeats), int(seed)
         self.batch_size, self.gauss_newton = batch_size, gauss_newton
+        self.recorded: dict[int, Tensor] = {}
 
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "LissaSolver":
         if self.batch_size is not None:
@@ -283,9 +309,28 @@ class LissaSolver(_Solver):
 
         return mv
 
-    def solve(self, v: Tensor) -> Tensor:
-        """``(H + damping·I)⁻¹ v`` by the LiSSA recursion, for v ``[p]`` or ``[k, p]``."""
+    def solve(self, v: Tensor, *, record: Sequence[int] | None = None) -> Tensor:
+        """``(H + damping·I)⁻¹ v`` by the LiSSA recursion, for v ``[p]`` or ``[k, p]``.
+
+        Args:
+            v: right-hand side(s), ``[p]`` or ``[k, p]``.
+            record: depths ``d <= depth`` at which to keep the estimate (averaged over repeats,
+                shaped like ``v``) in ``self.recorded[d]``: the answer a solver with
+                ``depth=d`` would give, at no extra cost. If the recursion diverges (in its
+                first repeat), the depths reached before that step are kept.
+
+        Raises:
+            LissaDivergenceError: the iterates grew faster than a converging series can
+                (``‖x_t‖ > (t + 1)‖v‖``); the message names scale and damping, the error carries
+                ``.step``.
+        """
         b, single = self._check_v(v)
+        wanted = sorted({int(d) for d in record}) if record is not None else []
+        if wanted and (wanted[0] < 1 or wanted[-1] > self.depth):
+            raise ValueError(f"record depths must lie in [1, depth={self.depth}], got {wanted}")
+        keep = set(wanted)
+        self.recorded: dict[int, Tensor] = {}
+        sums: dict[int, Tensor] = {d: torch.zeros_like(b) for d in wanted}
         bnorm = b.norm(dim=1)
         total = torch.zeros_like(b)
         slack = 1.0 if self.batch_size is None else 10.0
@@ -298,13 +343,24 @@ class LissaSolver(_Solver):
                 # A converging series has ‖x_t‖ <= (t + 1)‖v‖; faster growth means divergence.
                 xnorm = x.norm(dim=1)
                 if not torch.isfinite(xnorm).all() or (xnorm > slack * (t + 1) * bnorm * (1 + 1e-6)).any():
+                    if rep == 0:  # the sums hold this first recursion's estimates for d < t
+                        self.recorded = {d: sums[d][0] if single else sums[d] for d in wanted if d < t}
+                    growth = float((xnorm / bnorm).max())
                     raise LissaDivergenceError(
-                        f"LiSSA diverged at step {t} of {self.depth} (‖x‖/‖v‖ = {float((xnorm / bnorm).max()):.3g}) "
+                        f"LiSSA diverged at step {t} of {self.depth} (‖x‖/‖v‖ = {growth:.3g}) "
                         f"with scale={self.scale:g} and damping={self.damping:g}. The recursion converges "
                         "only if every eigenvalue of (H + damping·I)/scale lies in (0, 2): increase scale "
-                        "above the largest Hessian eigenvalue, and damping above minus the most negative one."
+                        "above the largest Hessian eigenvalue, and damping above minus the most negative one.",
+                        step=t,
+                        depth=self.depth,
+                        scale=self.scale,
+                        damping=self.damping,
+                        growth=growth,
                     )
+                if t in keep:
+                    sums[t] = sums[t] + x / self.scale
             total = total + x / self.scale
+        self.recorded = {d: (sums[d] / self.repeats)[0] if single else sums[d] / self.repeats for d in wanted}
         out = total / self.repeats
         return out[0] if single else out
 
@@ -342,6 +398,9 @@ class ArnoldiSolver(_EigenSolver):
         eigenvalues: ``[r]`` kept eigenvalues of H (undamped), descending.
         eigenvectors: ``[p, r]`` orthonormal columns.
         ritz_values: all ``[m]`` eigenvalues of the projected matrix, descending.
+        projected: the ``[m, m]`` symmetrised projected matrix ``QᵀHQ``; its leading ``[j, j]``
+            block is what ``j`` Arnoldi steps from the same start give (see
+            :meth:`ritz_values_after`).
         iterations_done: m, the Arnoldi steps taken (fewer than ``iterations`` when an invariant
             subspace is found early).
     """
@@ -391,6 +450,7 @@ class ArnoldiSolver(_EigenSolver):
             Q[j + 1] = w / beta
         A = Hm[:done, :done]
         A = 0.5 * (A + A.T)
+        self.projected = A
         evals, U = torch.linalg.eigh(A)
         self.ritz_values = evals.flip(0)
         if self.positive_only:
@@ -413,6 +473,24 @@ class ArnoldiSolver(_EigenSolver):
         self.iterations_done = done
         self._p = p
         return self
+
+    def ritz_values_after(self, iterations: int) -> Tensor:
+        """The Ritz values (eigenvalue estimates) after the first ``iterations`` Arnoldi steps.
+
+        Arnoldi's projected matrix after j steps is the leading ``[j, j]`` block of the one after
+        m > j steps (same start vector), so one fit gives the whole convergence history for free.
+
+        Returns:
+            ``[iterations]`` Ritz values, descending (all of them, negative ones included).
+
+        Raises:
+            ValueError: ``iterations`` outside ``[1, iterations_done]``.
+        """
+        if not hasattr(self, "projected"):
+            raise RuntimeError("ArnoldiSolver is not fitted: call .fit(obj, theta, train) first")
+        if not 1 <= iterations <= self.iterations_done:
+            raise ValueError(f"iterations must lie in [1, {self.iterations_done}] (the steps taken), got {iterations}")
+        return torch.linalg.eigvalsh(self.projected[:iterations, :iterations]).flip(0)
 
     def _params(self) -> dict[str, Any]:
         return {
