@@ -14,10 +14,11 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, config, data, explore, models, objective, perturbation, plotting, scores, solver_study, solvers, training, utils
+from . import batching, cache, config, data, diagnostics, explore, models, objective, perturbation, plotting, scores, solver_study, solvers, training, utils
 from .cache import CacheMismatchError, cached
 from .config import Config, get_config
 from .data import load_dataset
+from .diagnostics import Diagnosis, diagnose
 from .objective import Objective, per_example_cross_entropy, per_example_squared_error
 from .perturbation import (
     Sweep,
@@ -92,11 +93,15 @@ __all__ = [
     "seed_everything",
     "pearson",
     "spearman",
+    # diagnostics
+    "diagnose",
+    "Diagnosis",
     # modules
     "batching",
     "cache",
     "config",
     "data",
+    "diagnostics",
     "explore",
     "models",
     "objective",
