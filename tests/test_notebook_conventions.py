@@ -15,7 +15,8 @@ For each ``book/NN_*.ipynb``:
 
 And the helpers around the notebooks: progress bars are silent under tests, and the execution
 record that ``make notebooks`` writes (``tools/execution_record.py``) touches only the
-notebook's metadata, which nbval does not compare.
+notebook's metadata, which nbval does not compare. Finally, the README's taste of the API runs
+as printed.
 """
 
 from __future__ import annotations
@@ -267,3 +268,17 @@ def test_execution_record_changes_only_the_notebook_metadata(tmp_path):
     assert [r[0] for r in rows] == [FIRST.stem, "09_other", "10_unrecorded"]
     assert rows[0][1] == "Influence functions from scratch" and rows[0][2] == entry
     assert rows[2][2] is None
+
+
+# ---------------------------------------------------------------------------- the README
+
+
+def test_the_readmes_taste_of_the_api_runs(capsys):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## A taste of the API", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 30, "the README's taste of the API should stay within 30 lines"
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    r = float(re.search(r"Pearson r = ([-\d.]+)", out).group(1))
+    assert r > 0.99, f"the README promises Arnoldi agrees with the exact inverse Hessian here; got r = {r}"
