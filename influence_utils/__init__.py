@@ -14,10 +14,24 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, config, data, diagnostics, explore, models, objective, perturbation, plotting, scores, solver_study, solvers, training, utils
+from . import batching, cache, config, correction, curvature, data, diagnostics, divergence, explore, models, objective, perturbation, plotting, scores, solver_study, solvers, training, utils
 from .cache import CacheMismatchError, cached
 from .config import Config, get_config
 from .data import load_dataset
+from .curvature import SpectrumSummary, plot_spectrum, spectrum_summary, with_damping
+from .divergence import (
+    GrowthFit,
+    LinearResponse,
+    PerturbedRuns,
+    correlation_vs_steps,
+    curvature_growth_rate,
+    divergence_curve,
+    fit_growth_rate,
+    fixed_curvature_response,
+    linear_response,
+    perturbed_runs,
+    tracin_vs_steps,
+)
 from .diagnostics import Diagnosis, diagnose
 from .objective import Objective, per_example_cross_entropy, per_example_squared_error
 from .perturbation import (
@@ -84,6 +98,18 @@ __all__ = [
     "group_removal",
     "group_scores",
     "linearized_removal",
+    # parameter divergence
+    "PerturbedRuns",
+    "perturbed_runs",
+    "divergence_curve",
+    "GrowthFit",
+    "fit_growth_rate",
+    "curvature_growth_rate",
+    "LinearResponse",
+    "linear_response",
+    "fixed_curvature_response",
+    "tracin_vs_steps",
+    "correlation_vs_steps",
     # around the core
     "Config",
     "get_config",
@@ -96,10 +122,17 @@ __all__ = [
     # diagnostics
     "diagnose",
     "Diagnosis",
+    # curvature
+    "SpectrumSummary",
+    "spectrum_summary",
+    "plot_spectrum",
+    "with_damping",
     # modules
     "batching",
     "cache",
     "config",
+    "correction",
+    "curvature",
     "data",
     "diagnostics",
     "explore",

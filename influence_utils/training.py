@@ -11,6 +11,12 @@
   ε·ℓ(z): the setting of parameter divergence.
 * :func:`minimize_newton` — the exact optimum of a small convex objective.
 
+Both :func:`train` and :func:`retrain_without` take a ``proximal`` option: the objective gains
+``(λ/2)‖θ − θ0‖²`` around the starting point θ0, and with ``bregman=True`` also loses the linear
+term ``∇L(θ0)ᵀ(θ − θ0)``, so that θ0 is a stationary point when nothing is removed. The
+counterfactual runs then compute the proximal response that damped influence (a solver with
+``damping=λ``) estimates to first order (Bae et al. 2022).
+
 Everything is a pure function of its arguments: the same seed gives the same numbers.
 """
 
@@ -115,7 +121,8 @@ def _tensor_data(data: Any) -> tuple[Any, Tensor]:
 
 
 def _step_objective(obj: Objective, inputs: Any, targets: Tensor, order: Tensor | None, t: int,
-                    weights: Tensor | None, perturbation: tuple[Any, float] | None):
+                    weights: Tensor | None, perturbation: tuple[Any, float] | None,
+                    prox: "_Proximal | None" = None):
     if order is None:
         batch, w = (inputs, targets), weights
     else:
@@ -128,9 +135,39 @@ def _step_objective(obj: Objective, inputs: Any, targets: Tensor, order: Tensor 
         if perturbation is not None:
             (zx, zy), eps = perturbation
             value = value + eps * obj._losses(theta, zx, zy).sum()
+        if prox is not None:
+            value = value + prox(theta)
         return value
 
     return f
+
+
+class _Proximal:
+    """The terms ``(λ/2)‖θ − θ0‖² − cᵀ(θ − θ0)`` added by the ``proximal`` option.
+
+    ``c`` is ``∇L(θ0)`` of the unperturbed, unweighted full-data objective with ``bregman=True``
+    (θ0 is then a stationary point of the objective when nothing is removed), else zero.
+    """
+
+    def __init__(self, obj: Objective, theta0: Tensor, data: Any, proximal: float, bregman: bool) -> None:
+        if not (proximal >= 0 and proximal < float("inf")):
+            raise ValueError(f"proximal must be a finite number >= 0 (the λ of (λ/2)‖θ − θ0‖²), got {proximal}")
+        self.strength = float(proximal)
+        self.anchor = theta0.detach()
+        self.linear = obj.grad(self.anchor, data).detach() if bregman else None
+
+    def __call__(self, theta: Tensor) -> Tensor:
+        d = theta - self.anchor
+        value = 0.5 * self.strength * d.pow(2).sum()
+        if self.linear is not None:
+            value = value - self.linear @ d
+        return value
+
+    @staticmethod
+    def make(obj: Objective, theta0: Tensor, data: Any, proximal: float, bregman: bool) -> "_Proximal | None":
+        if proximal == 0 and not bregman:
+            return None
+        return _Proximal(obj, theta0, data, proximal, bregman)
 
 
 def _record_steps(steps: int, record_every: int | None) -> list[int]:
@@ -154,6 +191,8 @@ def train(
     perturbation: tuple[Any, float] | None = None,
     record_every: int | None = None,
     progress_bar: bool | None = None,
+    proximal: float = 0.0,
+    bregman: bool = False,
 ) -> Trajectory:
     """Deterministic (mini-batch) gradient descent on ``obj.loss``, recording the trajectory.
 
@@ -174,6 +213,13 @@ def train(
             ``z`` is an ``(inputs, targets)`` batch.
         record_every: record θ every this many steps (the start and end are always recorded).
         progress_bar: show a progress bar (default: interactive use only).
+        proximal: λ ≥ 0: add ``(λ/2)‖θ − theta0‖²`` to every step's objective, so training is
+            fine-tuning that stays near its start (the proximal objective of Bae et al. 2022).
+        bregman: also subtract ``∇L(theta0)ᵀ(θ − theta0)``, the linear term of the unweighted,
+            unperturbed full-data objective at the start, so that ``theta0`` is a stationary
+            point unless ``weights`` or ``perturbation`` change the objective. With ``proximal=λ``
+            the response to a small perturbation is then, to first order, exactly the damped
+            influence ``(H + λI)⁻¹`` at ``theta0``.
 
     Returns:
         A :class:`Trajectory`.
@@ -188,6 +234,7 @@ def train(
     if perturbation is not None:
         validate_batch(perturbation[0])
     order = batch_order(n, steps, batch_size, seed)
+    prox = _Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
     record = set(_record_steps(steps, record_every))
     theta = theta0.detach().clone()
     thetas, at, losses = [], [], []
@@ -195,7 +242,7 @@ def train(
         if t in record:
             thetas.append(theta)
             at.append(t)
-        g, value = grad_and_value(_step_objective(obj, inputs, targets, order, t, weights, perturbation))(theta)
+        g, value = grad_and_value(_step_objective(obj, inputs, targets, order, t, weights, perturbation, prox))(theta)
         if not torch.isfinite(value):
             raise FloatingPointError(f"training diverged at step {t} (loss {float(value)}); lower lr={lr}")
         theta = theta - lr * g
@@ -292,6 +339,9 @@ def retrain_without(
     tol: float = 1e-9,
     chunk: int = 64,
     progress_bar: bool | None = None,
+    proximal: float = 0.0,
+    bregman: bool = False,
+    newton_hessian: str = "each",
 ) -> Tensor:
     """Final parameters of the counterfactual runs with each removal applied, ``[m, p]``.
 
@@ -312,20 +362,66 @@ def retrain_without(
         tol: with ``"newton"``, the gradient norm every run must reach (else RuntimeError).
         chunk: runs vectorised together (memory grows with it).
         progress_bar: show a progress bar over chunks (default: interactive use only).
+        proximal: λ ≥ 0: every run's objective gains ``(λ/2)‖θ − theta0‖²``. From a checkpoint
+            this is the proximal response of Bae et al. (2022): fine-tuning without the example
+            that is held near the checkpoint. With ``"gd"`` the runs are that fine-tuning; with
+            ``"newton"`` they find its exact stationary point (a minimum when
+            ``H + λI`` is positive definite; otherwise the nearby saddle, which is what
+            damped influence linearises).
+        bregman: also subtract ``∇L(theta0)ᵀ(θ − theta0)`` (full data, nothing removed), so
+            that ``theta0`` is stationary when nothing is removed: a checkpoint that is not an
+            exact optimum then does not drift, and the first-order response to a removal is
+            exactly damped influence at ``theta0``.
+        newton_hessian: with ``"newton"``: ``"each"`` — every run uses the Hessian at its own
+            iterate (quadratic convergence, one ``[p, p]`` Hessian per run and iteration);
+            ``"start"`` — all runs share the full-data Hessian at ``theta0`` (plus ``proximal``),
+            factorised once (a chord method: linear convergence, but each iteration costs one
+            gradient per run). Either way every run must reach ``tol``.
 
     Returns:
         ``[m, p]``.
+
+    Example:
+        The proximal response to removing examples 3 and 7, and the damped influence that
+        predicts it (``loss_changes(obj, thetas, theta0, test)`` ≈ ``scores[:, [3, 7]]``)::
+
+            thetas = retrain_without(obj, theta0, train, [3, 7], method="newton", proximal=0.1,
+                                     bregman=True, newton_hessian="start")
+            scores = influence(obj, theta0, ExactSolver(damping=0.1).fit(obj, theta0, train),
+                               train=train, test=test)
     """
     inputs, targets = _tensor_data(data)
     n = targets.shape[0]
     W = removal_weights(n, removals, dtype=theta0.dtype).to(theta0.device)
     theta0 = theta0.detach()
-    if method == "newton":
+    prox = _Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
+    if newton_hessian not in ("each", "start"):
+        raise ValueError(f"newton_hessian must be 'each' or 'start', got {newton_hessian!r}")
+
+    def run_loss(t: Tensor, w: Tensor) -> Tensor:
+        value = obj.loss(t, data, w)
+        return value if prox is None else value + prox(t)
+
+    if method == "newton" and newton_hessian == "start":
+        h0 = obj.hessian(theta0, data)
+        if prox is not None:
+            h0 = h0 + prox.strength * torch.eye(obj.p, dtype=h0.dtype, device=h0.device)
+        lu, pivots = torch.linalg.lu_factor(h0)
+
+        def run_block(ws: Tensor) -> Tensor:
+            thetas = theta0.expand(ws.shape[0], -1)
+            for _ in range(newton_iterations):
+                g = vmap(grad(run_loss))(thetas, ws)  # [k, p]
+                thetas = thetas - torch.linalg.lu_solve(lu, pivots, g.T).T
+            return thetas
+    elif method == "newton":
         def run(w: Tensor) -> Tensor:
             theta = theta0
             for _ in range(newton_iterations):
-                g = grad(lambda t: obj.loss(t, data, w))(theta)
+                g = grad(lambda t: run_loss(t, w))(theta)
                 h = obj.hessian(theta, data, weights=w)
+                if prox is not None:
+                    h = h + prox.strength * torch.eye(obj.p, dtype=h.dtype, device=h.device)
                 theta = theta - torch.linalg.solve(h, g)
             return theta
     elif method == "gd":
@@ -336,23 +432,32 @@ def retrain_without(
         def run(w: Tensor) -> Tensor:
             theta = theta0
             for t in range(steps):
-                theta = theta - lr * grad(_step_objective(obj, inputs, targets, order, t, w, None))(theta)
+                theta = theta - lr * grad(_step_objective(obj, inputs, targets, order, t, w, None, prox))(theta)
             return theta
     else:
         raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
+    if method != "newton" or newton_hessian != "start":
+        run_block = vmap(run)
     starts = range(0, W.shape[0], chunk)
-    out = torch.cat([vmap(run)(W[i : i + chunk]) for i in progress(starts, desc="counterfactual runs",
+    out = torch.cat([run_block(W[i : i + chunk]) for i in progress(starts, desc="counterfactual runs",
                                                                    total=len(starts), show=progress_bar)])
-    if not torch.isfinite(out).all():
-        raise FloatingPointError("a counterfactual run diverged (non-finite parameters); lower lr")
     if method == "newton":
-        gnorm = vmap(lambda t, w: grad(lambda u: obj.loss(u, data, w))(t).norm())(out, W)
+        advice = "start closer to the optimum or raise newton_iterations"
+        if prox is not None or newton_hessian == "start":
+            advice = ("raise proximal (H + proximal·I must be safely positive definite at theta0; see "
+                      "iu.curvature.spectrum_summary(...).min_damping), raise newton_iterations, or use "
+                      "newton_hessian='each'")
+        finite = torch.isfinite(out).all(dim=1)
+        gnorm = torch.full((out.shape[0],), float("inf"), dtype=out.dtype, device=out.device)
+        if finite.any():
+            gnorm[finite] = vmap(lambda t, w: grad(run_loss)(t, w).norm())(out[finite], W[finite])
         if (gnorm > tol).any():
             raise RuntimeError(
                 f"Newton did not reach tol={tol:.0e} for {int((gnorm > tol).sum())} removals (worst "
-                f"gradient norm {float(gnorm.max()):.2e}); start closer to the optimum or raise "
-                "newton_iterations"
+                f"gradient norm {float(gnorm.max()):.2e}); {advice}"
             )
+    elif not torch.isfinite(out).all():
+        raise FloatingPointError("a counterfactual run diverged (non-finite parameters); lower lr")
     return out
 
 
