@@ -67,11 +67,16 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
-def _record_steps(steps: int, record_every: int | None) -> list[int]:
+def _record_steps(steps: int, record_every: int | Sequence[int] | None) -> list[int]:
     if steps < 0 or int(steps) != steps:
         raise ValueError(f"steps must be a non-negative integer, got {steps}")
     if record_every is None:
         return [0, steps]
+    if not isinstance(record_every, int):
+        at = sorted({int(t) for t in record_every})
+        if not at or at[0] < 0 or at[-1] > steps:
+            raise ValueError(f"recorded steps must lie in [0, {steps}], got {list(record_every)}")
+        return at
     if record_every < 1:
         raise ValueError(f"record_every must be >= 1, got {record_every}")
     return sorted(set(range(0, steps, record_every)) | {steps})
@@ -192,7 +197,7 @@ def perturbed_runs(
     lr: float,
     batch_size: int | None = None,
     seed: int = 0,
-    record_every: int | None = 1,
+    record_every: int | Sequence[int] | None = 1,
     test: Any = None,
     keep_thetas: bool = False,
     chunk: int = 64,
@@ -218,7 +223,8 @@ def perturbed_runs(
         lr: step size η.
         batch_size: examples per step; ``None`` = full-batch gradient descent.
         seed: seeds the batch order, shared by all runs.
-        record_every: record every this many steps (start and end always).
+        record_every: record every this many steps (start and end always), or a list of the
+            steps to record (e.g. log-spaced horizons ``[0, 1, 2, 5, 10, 20, 50, ...]``).
         test: optional query data: record ℓ(test_i; θ) at every recorded step of every run.
         keep_thetas: also keep the parameters of every perturbed run at every recorded step
             (``k·R·p`` numbers: mind the memory). By default only the gaps, the test losses and
@@ -534,7 +540,7 @@ def linear_response(
     lr: float,
     batch_size: int | None = None,
     seed: int = 0,
-    record_every: int | None = 1,
+    record_every: int | Sequence[int] | None = 1,
     progress_bar: bool | None = None,
 ) -> LinearResponse:
     """The linear response δ(t) = ∂θ_ε(t)/∂ε at ε = 0, for every z, by the recursion along the run.

@@ -116,6 +116,12 @@ def test_perturbed_runs_match_the_training_loop(mlp):
     small = dv.perturbed_runs(obj, theta, train, z, [0.0, 0.05], test=test, chunk=1, **kw)
     torch.testing.assert_close(small.gaps, runs.gaps, rtol=0, atol=1e-13)
     assert small.perturbed is None
+    # an explicit list of recorded steps picks the same rows
+    picked = dv.perturbed_runs(obj, theta, train, z, [0.0, 0.05], test=test, **{**kw, "record_every": [6, 0, 12]})
+    assert picked.steps == [0, 6, 12]
+    torch.testing.assert_close(picked.gaps, runs.gaps[:, [0, 2, 4]], rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="must lie in"):
+        dv.perturbed_runs(obj, theta, train, z, 0.1, **{**kw, "record_every": [13]})
     with pytest.raises(ValueError, match="eps = 0"):
         runs.actual_scores()
     with pytest.raises(ValueError, match="same steps"):
