@@ -3,8 +3,8 @@
 The ``django-static-mathjax`` wheel (in the ``[book]`` extra) ships MathJax 3 as files inside
 the Python package ``mathjax``. When it is installed, this extension points Sphinx's
 ``mathjax_path`` at ``_static/mathjax/tex-chtml.js`` and copies the parts of MathJax that the
-book uses into the build (about 4 MB): the ``tex-chtml`` component, its fonts, the TeX
-extensions it loads on demand, and the menu's accessibility modules. The rendered book then
+book can use into the build (about 7 MB): the ``tex-chtml`` component, its fonts, the TeX
+extensions it loads on demand, and the accessibility and speech modules that its menu offers. The rendered book then
 shows its equations with no network, which is how the browser tests open it.
 
 Without the package the CDN default stays in place (a book built that way needs the network to
