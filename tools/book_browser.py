@@ -475,10 +475,12 @@ class BookChecker:
             if problem:
                 problems.append(problem)
 
+        requests: dict[str, str] = {}
         for ev in events:
             method, params = ev.get("method"), ev.get("params", {})
             if method == "Network.requestWillBeSent":
                 req = params.get("request", {}).get("url", "")
+                requests[params.get("requestId", "")] = req
                 if urlparse(req).scheme in ("http", "https", "ws", "wss") and not req.startswith(base):
                     report.remote_requests.append(req)
             elif method == "Network.responseReceived":
@@ -488,7 +490,10 @@ class BookChecker:
                         and resp["url"] != base + "favicon.ico"):
                     problems.append(f"file of the book not found: {resp['url'][len(base):]} (HTTP {resp['status']})")
             elif method == "Network.loadingFailed" and not params.get("canceled"):
-                pass  # reported through the requests and responses above
+                req = requests.get(params.get("requestId", ""), "")
+                # A missing file answers 404 (above); this is a file that failed in another way.
+                if req.startswith(base) and params.get("errorText") not in (None, "", "net::ERR_ABORTED"):
+                    problems.append(f"file of the book failed to load: {req[len(base):]} ({params['errorText']})")
             elif method == "Runtime.exceptionThrown":
                 d = params.get("exceptionDetails", {})
                 problems.append(f"JavaScript error: {(d.get('exception') or {}).get('description') or d.get('text')}"[:300])
