@@ -117,12 +117,13 @@ def test_colab_cell_is_a_no_op_outside_colab_and_keeps_colabs_torch():
         assert "--upgrade" not in line and " -U " not in line, f"do not upgrade Colab's packages: {line.strip()}"
 
 
-def test_the_introduction_shows_the_colab_cell_as_it_is():
+@pytest.mark.parametrize("doc", ["book/intro.md", "README.md"])
+def test_the_docs_show_the_colab_cell_as_it_is(doc):
     cell = _source(_colab_cell(_load(FIRST))).strip()
-    blocks = re.findall(r"```ipython\n(.*?)```", (BOOK / "intro.md").read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```(?:ipython|python)\n(.*?)```", (ROOT / doc).read_text(encoding="utf-8"), re.S)
     assert cell in [b.strip() for b in blocks], (
-        "book/intro.md documents the Colab path with a copy of chapter 1's Colab setup cell; "
-        f"update its ```ipython block to:\n{cell}"
+        f"{doc} documents the Colab path with a copy of chapter 1's Colab setup cell; "
+        f"update its code block to:\n{cell}"
     )
 
 
