@@ -98,7 +98,8 @@ test-book: venv
 
 # Every page of the book that test-book built, opened in headless Chromium with no network
 # (tests/test_book_html.py): figures, output cells, internal links, mathematics. Screenshots of
-# each page's first screen go to _build/screenshots. Needs Debian's chromium (.ci/run installs it).
+# each page's first screen go to _build/screenshots (index.html shows them all, with any problems).
+# Needs Debian's chromium (.ci/run installs it).
 # No torch-importing conftest and no nbval plugin: the browser test needs neither.
 test-browser: venv
 	$(TOOL_ENV) IU_BROWSER_TESTS=1 $(PY) -m pytest -q --noconftest -p no:nbval tests/test_book_html.py

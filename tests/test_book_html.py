@@ -62,7 +62,9 @@ def reports(browser) -> dict[str, bb.PageReport]:
         pytest.fail(f"no built book in {HTML}: run `make test-book` first")
     shutil.rmtree(SCREENSHOTS, ignore_errors=True)
     checker = bb.BookChecker(HTML, SCREENSHOTS, browser)
-    return {r.page: r for r in checker.check_all(PAGES)}
+    reports = checker.check_all(PAGES)
+    bb.write_gallery(reports, SCREENSHOTS)  # _build/screenshots/index.html, for a human to look through
+    return {r.page: r for r in reports}
 
 
 def test_the_book_is_built():

@@ -509,6 +509,30 @@ class BookChecker:
             return [self.check(page, server.base) for page in (pages or self.pages())]
 
 
+def write_gallery(reports: list[PageReport], screenshot_dir: Path) -> Path:
+    """An ``index.html`` in ``screenshot_dir`` showing every page's screenshot, with its problems."""
+    import html
+
+    cards = []
+    for r in reports:
+        if r.screenshot is None:
+            continue
+        src = r.screenshot.relative_to(screenshot_dir).as_posix()
+        status = "ok" if not r.problems else "<br>".join(html.escape(p) for p in r.problems)
+        cards.append(
+            f'<figure><a href="{src}"><img src="{src}" width="640" loading="lazy"></a>'
+            f"<figcaption><b>{html.escape(r.page)}</b>: {status}</figcaption></figure>"
+        )
+    out = screenshot_dir / "index.html"
+    out.write_text(
+        "<!doctype html><meta charset='utf-8'><title>Screenshots of the book</title>"
+        "<style>body{font-family:sans-serif;display:flex;flex-wrap:wrap;gap:16px}"
+        "figure{margin:0;width:640px}img{border:1px solid #ccc}</style>" + "".join(cards),
+        encoding="utf-8",
+    )
+    return out
+
+
 def check_book(html_dir: Path, screenshot_dir: Path | None = None) -> list[PageReport]:
     """Open every page of the book at ``html_dir`` in a fresh headless Chromium."""
     with Chromium() as browser:
@@ -553,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.monotonic()
     reports = check_book(args.html_dir, args.screenshots)
+    if args.screenshots is not None:
+        print(f"screenshots: {write_gallery(reports, args.screenshots)}")
     bad = 0
     for r in reports:
         status = "ok" if not r.problems else f"{len(r.problems)} problem(s)"
