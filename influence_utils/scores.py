@@ -49,9 +49,19 @@ def _train_chunks(train: Any, chunk_size: int | None):
 
 
 def _pair_matrix(
-    obj: Objective, theta: Tensor, left: Tensor, train: Any, chunk_size: int | None, desc: str, show: bool | None
+    obj: Objective,
+    theta: Tensor,
+    left: Tensor,
+    train: Any,
+    chunk_size: int | None,
+    desc: str,
+    show: bool | None,
+    basis: Tensor | None = None,
 ) -> Tensor:
-    """``left @ G_trainᵀ`` with train gradients computed chunk by chunk: ``[k, n_train]``."""
+    """``left @ G_trainᵀ`` with train gradients computed chunk by chunk: ``[k, n_train]``.
+
+    With ``basis`` (``[p, r]``), ``left`` is ``[k, r]`` and the result is ``left @ (G_train V)ᵀ``.
+    """
     total = None
     if isinstance(train, (tuple, list)) and chunk_size:
         total = -(-num_examples(train) // chunk_size)
@@ -59,7 +69,8 @@ def _pair_matrix(
             show = False  # a single chunk needs no bar
     cols = []
     for x, y in progress(_train_chunks(train, chunk_size), desc=desc, total=total, show=show):
-        cols.append(left @ obj.per_example_grads(theta, (x, y)).T)
+        g = obj.per_example_grads(theta, (x, y))
+        cols.append(left @ (g if basis is None else g @ basis).T)
     return torch.cat(cols, dim=1)
 
 
@@ -96,8 +107,26 @@ def influence(
         ``[n_test, n_train]``.
     """
     n = num_examples(train) if n is None else n
-    solved = solver.solve(obj.per_example_grads(theta, test))  # [n_test, p]: H⁻¹ ∇ℓ(test_i)
+    g_test = obj.per_example_grads(theta, test)
+    low_rank = _low_rank(solver)
+    if low_rank is not None:
+        # H⁻¹ = V diag(1/(λ+d)) Vᵀ with r < p columns: score in the r-dimensional eigenbasis, so each
+        # chunk of training gradients costs one [chunk, p] x [p, r] product instead of [p] x [n_test].
+        V, inv = low_rank
+        solver.solve(g_test[:1])  # the solver's own checks (fitted, shapes, singular spectrum)
+        left = (g_test @ V) * inv  # [n_test, r]
+        return _pair_matrix(obj, theta, left, train, chunk_size, "influence", progress_bar, basis=V) / n
+    solved = solver.solve(g_test)  # [n_test, p]: H⁻¹ ∇ℓ(test_i), one solve for all test examples
     return _pair_matrix(obj, theta, solved, train, chunk_size, "influence", progress_bar) / n
+
+
+def _low_rank(solver: Any) -> tuple[Tensor, Tensor] | None:
+    """``(V [p, r], 1/(λ + d) [r])`` for an eigen-solver holding fewer pairs than parameters."""
+    V = getattr(solver, "eigenvectors", None)
+    lam = getattr(solver, "eigenvalues", None)
+    if V is None or lam is None or V.ndim != 2 or V.shape[1] >= V.shape[0]:
+        return None
+    return V, 1.0 / (lam + solver.damping)
 
 
 def self_influence(
@@ -115,10 +144,16 @@ def self_influence(
     positive-definite H); large values flag atypical or mislabelled examples.
     """
     n = num_examples(data) if n is None else n
+    low_rank = _low_rank(solver)
     out = []
     for x, y in _train_chunks(data, chunk_size):
         g = obj.per_example_grads(theta, (x, y))
-        out.append((solver.solve(g) * g).sum(1))
+        if low_rank is None:
+            out.append((solver.solve(g) * g).sum(1))
+        else:
+            solver.solve(g[:1])  # the solver's own checks
+            proj = g @ low_rank[0]
+            out.append((proj * proj * low_rank[1]).sum(1))
     return torch.cat(out) / n
 
 

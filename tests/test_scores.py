@@ -137,3 +137,16 @@ def test_tracin_sums_checkpoints_and_gradient_similarities(mlp):
     assert torch.equal(torch.sign(cos), torch.sign(dot))
     with pytest.raises(ValueError, match="one learning rate per checkpoint"):
         iu.tracin(obj, traj.checkpoints, [0.1], train, test)
+
+
+def test_low_rank_fast_path_equals_the_solve_path(mlp):
+    """A rank-r eigen-solver scores in its r-dimensional basis; same numbers as solving in R^p."""
+    obj, theta, train, test = mlp
+    solver = iu.ArnoldiSolver(rank=5, iterations=obj.p, damping=1e-2).fit(obj, theta, train)
+    assert solver.eigenvectors.shape[1] < obj.p  # the fast path is taken
+    n = train[1].shape[0]
+    G_tr, G_te = obj.per_example_grads(theta, train), obj.per_example_grads(theta, test)
+    slow = solver.solve(G_te) @ G_tr.T / n
+    torch.testing.assert_close(iu.influence(obj, theta, solver, train=train, test=test, chunk_size=17), slow)
+    torch.testing.assert_close(iu.self_influence(obj, theta, solver, train, chunk_size=17),
+                               (solver.solve(G_tr) * G_tr).sum(1) / n)
