@@ -53,7 +53,8 @@ class Chapter3:
     compared on the ``arnoldi_top_k`` largest eigenvalues; ABIF ranks ``abif_ranks`` with
     ``abif_iterations_factor`` × rank HVPs each. The larger model is ``resnet_*``: a ResNet
     (``resnet_depth``, ``resnet_width``) on ``resnet_dataset``, trained for ``resnet_steps`` SGD
-    steps on batches of ``resnet_batch_size``; its Hessian is taken over ``resnet_hvp_examples``
+    steps on batches of ``resnet_batch_size`` (images average-pooled to ``resnet_image_size``
+    pixels a side); its Hessian is taken over ``resnet_hvp_examples``
     training images and ``resnet_n_test`` test images are scored against all training images.
     """
 
@@ -62,7 +63,7 @@ class Chapter3:
     n_test: int = 100
     hidden: int = 24
     weight_decay: float = 1e-3
-    steps: int = 600
+    steps: int = 300
     lr: float = 1.0
     n_rhs: int = 8
     damping_factor: float = 3.0
@@ -75,18 +76,19 @@ class Chapter3:
     abif_ranks: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
     abif_iterations_factor: int = 2
     resnet_dataset: str = "mnist5k"
+    resnet_image_size: int = 14
     resnet_depth: int = 8
     resnet_width: int = 16
     resnet_n_train: int = 256
-    resnet_n_test: int = 4
-    resnet_steps: int = 60
-    resnet_lr: float = 0.05
+    resnet_n_test: int = 3
+    resnet_steps: int = 50
+    resnet_lr: float = 0.15
     resnet_batch_size: int = 32
-    resnet_hvp_examples: int = 32
-    resnet_rank: int = 20
-    resnet_arnoldi_iterations: int = 40
-    resnet_cg_iter: int = 10
-    resnet_lissa_depth: int = 20
+    resnet_hvp_examples: int = 16
+    resnet_rank: int = 10
+    resnet_arnoldi_iterations: int = 20
+    resnet_cg_iter: int = 6
+    resnet_lissa_depth: int = 10
 
 
 @dataclass(frozen=True)

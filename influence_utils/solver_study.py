@@ -134,14 +134,18 @@ def relative_error(estimate: Tensor, reference: Tensor) -> float:
     return float((estimate - reference).norm()) / denom
 
 
-def damped_solve(exact: ExactSolver, v: Tensor, damping: float) -> Tensor:
+def damped_solve(exact: ExactSolver | MatrixOperator, v: Tensor, damping: float) -> Tensor:
     """``(H + damping·I)⁻¹ v`` from a fitted :class:`ExactSolver`'s eigenpairs, for any damping.
 
-    Unlike ``ExactSolver.solve`` it does not refuse a nearly singular ``H + damping·I``: the
-    reference is what it is, however large. ``v``: ``[p]`` or ``[k, p]``; same shape out.
+    ``exact`` may also be a diagonal :class:`MatrixOperator` (H in its eigenbasis), for which the
+    solve is ``v / (λ + damping)``. Unlike ``ExactSolver.solve`` it does not refuse a nearly
+    singular ``H + damping·I``: the reference is what it is, however large. ``v``: ``[p]`` or
+    ``[k, p]``; same shape out.
     """
+    if isinstance(exact, MatrixOperator) and exact.diagonal:
+        return v / (exact.matrix + damping)
     if not hasattr(exact, "eigenvectors"):
-        raise TypeError("exact must be a fitted ExactSolver (it holds the eigenpairs of H)")
+        raise TypeError("exact must be a fitted ExactSolver (it holds the eigenpairs of H) or a diagonal MatrixOperator")
     V, lam = exact.eigenvectors, exact.eigenvalues
     return ((v @ V) / (lam + damping)) @ V.T
 
@@ -171,7 +175,7 @@ def lissa_error_grid(
     theta: Tensor,
     data: Any,
     rhs: Tensor,
-    exact: ExactSolver,
+    exact: ExactSolver | MatrixOperator,
     *,
     scales: Sequence[float],
     dampings: Sequence[float],
@@ -190,8 +194,8 @@ def lissa_error_grid(
         obj, theta, data: what the solver is fitted on (an Objective with its θ and training
             data, or a :class:`MatrixOperator` with ``op.theta()`` and ``op.data``).
         rhs: ``[k, p]`` right-hand sides (e.g. test gradients).
-        exact: a fitted :class:`ExactSolver` of the same H (undamped); the reference for damping
-            d is ``(H + d·I)⁻¹ rhs``.
+        exact: a fitted :class:`ExactSolver` of the same H (undamped), or the diagonal
+            :class:`MatrixOperator` itself; the reference for damping d is ``(H + d·I)⁻¹ rhs``.
         scales, dampings, depths: the grid.
 
     Returns:

@@ -13,6 +13,7 @@ Hessian-vector products spent (a block of k vectors counts k). :class:`ExactSolv
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
@@ -128,6 +129,20 @@ class _EigenSolver(_Solver):
     def project(self, g: Tensor) -> Tensor:
         """Coordinates of ``g`` ([k, p]) on the eigenvectors: ``[k, r]``."""
         return g @ self.eigenvectors
+
+    def with_damping(self, damping: float) -> "_EigenSolver":
+        """A fitted copy that solves with another damping, sharing the eigenpairs (no refit).
+
+        Useful for damping sweeps: ``solver.with_damping(d).solve(v)`` is
+        ``V diag(1/(λ + d)) Vᵀ v`` on the same eigenpairs.
+        """
+        if self._p is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call .fit(obj, theta, train) first")
+        if damping < 0 or not math.isfinite(damping):
+            raise ValueError(f"damping must be a finite number >= 0, got {damping}")
+        twin = copy.copy(self)
+        twin.damping = float(damping)
+        return twin
 
 
 class ExactSolver(_EigenSolver):
@@ -321,8 +336,11 @@ class LissaSolver(_Solver):
 
         Raises:
             LissaDivergenceError: the iterates grew faster than a converging series can
-                (``‖x_t‖ > (t + 1)‖v‖``); the message names scale and damping, the error carries
-                ``.step``.
+                (``‖x_t‖ > (t + 1)‖v‖``), or, with deterministic HVPs, the series' terms
+                ``x_t − x_{t−1} = (I − (H + damping·I)/scale)^t v`` grew for 3 steps in a row, which
+                for a symmetric H proves that some eigenvalue makes the series diverge (this
+                catches the slow divergence along a slightly negative eigenvalue long before the
+                iterates blow up); the message names scale and damping, the error carries ``.step``.
         """
         b, single = self._check_v(v)
         wanted = sorted({int(d) for d in record}) if record is not None else []
@@ -333,21 +351,35 @@ class LissaSolver(_Solver):
         sums: dict[int, Tensor] = {d: torch.zeros_like(b) for d in wanted}
         bnorm = b.norm(dim=1)
         total = torch.zeros_like(b)
-        slack = 1.0 if self.batch_size is None else 10.0
+        deterministic = self.batch_size is None or self.batch_size >= self._n
+        slack = 1.0 if deterministic else 10.0
+        floor = 1e3 * torch.finfo(b.dtype).eps  # terms below floor·‖x‖ are rounding noise
         for rep in range(self.repeats):
             gen = torch.Generator().manual_seed(self.seed + rep)
             mv = self._batch_mv(gen)
             x = b.clone()
+            term_prev = bnorm
+            rising = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
             for t in range(1, self.depth + 1):
-                x = b + x - (mv(x) + self.damping * x) / self.scale
-                # A converging series has ‖x_t‖ <= (t + 1)‖v‖; faster growth means divergence.
+                x_new = b + x - (mv(x) + self.damping * x) / self.scale
+                term = (x_new - x).norm(dim=1)  # ‖(I − (H + λI)/s)^t v‖, the t-th term of the series
+                x = x_new
                 xnorm = x.norm(dim=1)
-                if not torch.isfinite(xnorm).all() or (xnorm > slack * (t + 1) * bnorm * (1 + 1e-6)).any():
+                # A converging series has ‖x_t‖ <= (t + 1)‖v‖ and, with a fixed symmetric H,
+                # non-increasing terms: ‖M^t v‖² = Σ c_i² μ_i^{2t} is log-convex in t, so once
+                # it grows some |μ_i| > 1 and it grows for ever.
+                if deterministic:
+                    up = (term > term_prev * (1 + 1e-9)) & (term > floor * xnorm)
+                    rising = torch.where(up, rising + 1, torch.zeros_like(rising))
+                    term_prev = term
+                too_big = (xnorm > slack * (t + 1) * bnorm * (1 + 1e-6)).any()
+                if not torch.isfinite(xnorm).all() or too_big or (rising >= 3).any():
                     if rep == 0:  # the sums hold this first recursion's estimates for d < t
                         self.recorded = {d: sums[d][0] if single else sums[d] for d in wanted if d < t}
                     growth = float((xnorm / bnorm).max())
+                    why = "the iterates outgrew a converging series" if too_big else "the series' terms grew for 3 steps in a row"
                     raise LissaDivergenceError(
-                        f"LiSSA diverged at step {t} of {self.depth} (‖x‖/‖v‖ = {growth:.3g}) "
+                        f"LiSSA diverged at step {t} of {self.depth} ({why}; ‖x‖/‖v‖ = {growth:.3g}) "
                         f"with scale={self.scale:g} and damping={self.damping:g}. The recursion converges "
                         "only if every eigenvalue of (H + damping·I)/scale lies in (0, 2): increase scale "
                         "above the largest Hessian eigenvalue, and damping above minus the most negative one.",
