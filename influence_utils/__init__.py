@@ -14,7 +14,7 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, config, correction, curvature, data, diagnostics, divergence, explore, models, objective, perturbation, plotting, scores, solver_study, solvers, training, utils
+from . import batching, cache, checkpoints, config, correction, curvature, data, diagnostics, divergence, explore, fading, models, objective, perturbation, plotting, resources, scores, solver_study, solvers, training, trunk, utils
 from .cache import CacheMismatchError, cached
 from .config import Config, get_config
 from .data import load_dataset
@@ -33,6 +33,7 @@ from .divergence import (
     tracin_vs_steps,
 )
 from .diagnostics import Diagnosis, diagnose
+from .fading import FadingStudy, fading_study
 from .objective import Objective, per_example_cross_entropy, per_example_squared_error
 from .perturbation import (
     Sweep,
@@ -127,22 +128,29 @@ __all__ = [
     "spectrum_summary",
     "plot_spectrum",
     "with_damping",
+    # divergence at scale (chapter 7)
+    "FadingStudy",
+    "fading_study",
     # modules
     "batching",
     "cache",
+    "checkpoints",
     "config",
     "correction",
     "curvature",
     "data",
     "diagnostics",
     "explore",
+    "fading",
     "models",
     "objective",
     "perturbation",
     "plotting",
+    "resources",
     "scores",
     "solver_study",
     "solvers",
     "training",
+    "trunk",
     "utils",
 ]

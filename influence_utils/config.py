@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["Config", "Chapter1", "Chapter3", "get_config", "PROFILES", "config_hash"]
+__all__ = ["Config", "Chapter8", "Chapter1", "Chapter2", "Chapter9", "Chapter3", "TopLayerTask", "Chapter7", "get_config", "PROFILES", "config_hash", "Chapter4", "Chapter5", "Chapter6"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,124 @@ class Chapter1:
     weight_decay: float = 1e-2
     n_removed: int = 200  # training examples whose leave-one-out optimum is computed
     n_pairs_plot: int = 2000  # (test, train) pairs drawn in the scatter plot
+
+
+@dataclass(frozen=True)
+class TopLayerTask:
+    """A model trained to a checkpoint with θ restricted to its top layers (chapters 7 and 8).
+
+    Built by :func:`influence_utils.checkpoints.checkpoint`, cached under this task's values.
+    ``model``: ``"minilm"`` (offline MiniLM-L6), ``"bert-base"`` (bert-base-uncased, download),
+    ``"resnet8"`` (the book's ResNet, depth 8) or ``"resnet18"`` (ResNet-18 with GroupNorm).
+    ``n_top`` encoder layers or residual blocks, plus the head, form θ; the rest is a frozen
+    trunk run once. Vision models are first trained whole for ``pretrain_epochs`` (Adam,
+    ``pretrain_lr``); then θ takes ``steps`` SGD steps of size ``lr`` on batches of
+    ``batch_size`` with weight decay ``weight_decay`` to reach the checkpoint.
+    """
+
+    model: str = "minilm"
+    dataset: str = "rotten_tomatoes"
+    n_train: int = 200
+    n_test: int = 80
+    n_top: int = 1
+    max_length: int = 16
+    width: int = 16
+    pretrain_epochs: int = 0
+    pretrain_lr: float = 1e-3
+    steps: int = 80
+    lr: float = 0.1
+    batch_size: int = 16
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Chapter7:
+    """Chapter 7: parameter divergence and fading influence on BERT and ResNet.
+
+    ``bert`` and ``resnet`` are the two trained checkpoints (reused by chapter 8); ``mlp_*`` is
+    the small tanh MLP of the comparison (chapter 5's sizes), trained for ``mlp_pretrain_steps``
+    SGD steps of size ``mlp_lr`` on batches of ``batch_size``; its paired runs use ``mlp_lr``. From each checkpoint, paired runs of ``horizon`` SGD steps
+    (``record_every``) differ by ε·ℓ(z) with ε = −1/n for ``n_z`` training examples z; the loss
+    change of ``n_queries`` test examples is tracked. Arnoldi: ``arnoldi_iterations`` HVPs,
+    ``arnoldi_rank`` eigenpairs; per-example gradients ``grad_chunk`` at a time.
+    """
+
+    bert: TopLayerTask = field(default_factory=TopLayerTask)
+    resnet: TopLayerTask = field(default_factory=lambda: TopLayerTask(
+        model="resnet8", dataset="mnist5k", n_train=500, n_test=100, n_top=1, max_length=0,
+        width=8, pretrain_epochs=8, pretrain_lr=1e-2, steps=60, lr=0.1, batch_size=32, weight_decay=1e-3))
+    mlp_dataset: str = "digits"
+    mlp_n_train: int = 400
+    mlp_n_test: int = 100
+    mlp_hidden: int = 16
+    mlp_weight_decay: float = 1e-3
+    mlp_pretrain_steps: int = 300
+    mlp_lr: float = 0.2
+    n_z: int = 5
+    n_queries: int = 40
+    horizon: int = 32
+    record_every: int = 4
+    batch_size: int = 16
+    arnoldi_rank: int = 16
+    arnoldi_iterations: int = 24
+    grad_chunk: int = 32
+
+
+@dataclass(frozen=True)
+class Chapter4:
+    """Chapter 4: influence vs retraining from scratch, across seeds, and warm-start continuation.
+
+    An MLP (``hidden`` tanh units, float64) on ``dataset`` is trained from a seeded initialisation
+    by ``steps`` SGD steps of size ``lr`` on batches of ``batch_size``. A panel of ``n_removed``
+    training examples and all ``n_test`` test examples is scored with influence (exact Hessian,
+    ``damping``) and compared with leave-one-out retraining from scratch, with ``n_seeds`` runs
+    that change only the seed, and with warm-start continuation for each of ``horizons`` steps.
+    """
+
+    dataset: str = "digits"
+    n_train: int = 300
+    n_test: int = 100
+    hidden: int = 16
+    weight_decay: float = 1e-3
+    steps: int = 600
+    lr: float = 0.3
+    batch_size: int = 32
+    damping: float = 0.03
+    n_removed: int = 40
+    n_seeds: int = 2
+    horizons: tuple[int, ...] = (3, 10, 30, 100, 300)
+
+
+@dataclass(frozen=True)
+class Chapter2:
+    """Chapter 2: convexity. Hessian spectra, damping, the proximal response, Gauss–Newton.
+
+    Three models on ``n_train`` ``dataset`` images of all classes (float64, weight decay
+    ``weight_decay``): logistic regression at its exact optimum, an MLP with ``hidden`` tanh units
+    and a CNN with ``cnn_channels`` convolution channels, both trained from a seeded
+    initialisation by ``steps`` SGD steps of size ``lr`` on batches of ``batch_size`` (seeded
+    order). The panel: ``n_removed`` training examples × ``n_queries`` test examples. Ground truths
+    for the MLP: leave-one-out retraining from scratch (same initialisation and batch order),
+    ``warm_steps`` steps of warm-start fine-tuning from the checkpoint, and the proximal response
+    for each λ in ``dampings`` (Newton with the checkpoint's Hessian, at most
+    ``newton_iters`` iterations).
+    """
+
+    dataset: str = "digits"
+    n_train: int = 300
+    n_test: int = 100
+    weight_decay: float = 1e-3
+    hidden: int = 16
+    cnn_channels: int = 4
+    steps: int = 1500
+    lr: float = 0.3
+    batch_size: int = 32
+    warm_steps: int = 100
+    n_removed: int = 30
+    n_queries: int = 50
+    dampings: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+    newton_iters: int = 300
 
 
 @dataclass(frozen=True)
@@ -71,7 +189,7 @@ class Chapter3:
     lissa_damping_factors: tuple[float, ...] = (0.0, 0.5, 3.0, 30.0)
     lissa_depths: tuple[int, ...] = (1, 3, 10, 30, 100, 300, 1000, 3000)
     cg_max_iter: int = 150
-    arnoldi_iterations: int = 160
+    arnoldi_iterations: int = 80
     arnoldi_top_k: int = 10
     abif_ranks: tuple[int, ...] = (5, 10, 20, 50, 100, 200)
     abif_iterations_factor: int = 2
@@ -92,6 +210,106 @@ class Chapter3:
 
 
 @dataclass(frozen=True)
+class Chapter5:
+    """Chapter 5: parameter divergence of paired runs, and influence fading with the horizon T.
+
+    An MLP (``hidden`` tanh units, float64) on ``dataset`` is trained from its seeded
+    initialisation for ``pretrain_steps`` SGD steps (size ``lr``, batches of ``batch_size``) to a
+    checkpoint. From it, paired runs of ``steps`` steps with a shared batch order add
+    ε·ℓ(z) for ``n_perturbed`` training examples z and ε = −m/n for each m in ``eps_multiples``
+    (m = 1: removing z). Classical influence uses ``damping``.
+    """
+
+    dataset: str = "digits"
+    n_train: int = 400
+    n_test: int = 100
+    hidden: int = 16
+    weight_decay: float = 1e-3
+    lr: float = 0.2
+    batch_size: int = 32
+    pretrain_steps: int = 300
+    steps: int = 1000
+    n_perturbed: int = 20
+    eps_multiples: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    damping: float = 0.05
+
+
+@dataclass(frozen=True)
+class Chapter9:
+    """Chapter 9: the assumption checklist, iu.diagnose on the book's models, measured costs."""
+
+    dataset: str = "digits"
+    classes: tuple[int, int] = (3, 5)
+    n_train: int = 200
+    weight_decay: float = 1e-2  # logistic regression, as in chapter 1
+    mlp_hidden: int = 8
+    mlp_weight_decay: float = 1e-3
+    mlp_steps: int = 400
+    mlp_lr: float = 0.5
+    mlp_batch_size: int = 32
+    divergence_steps: int = 40  # length of diagnose's paired runs
+    benchmark_file: str = "benchmarks/results/results.json"
+
+
+@dataclass(frozen=True)
+class Chapter8:
+    """Chapter 8: correcting mis-predictions with a few fine-tuning steps on helpful examples.
+
+    Uses chapter 7's two checkpoints (``ch7.bert``, ``ch7.resnet``). The frozen trunk runs over a
+    pool of ``n_pool`` test examples (seed ``pool_seed``); ``n_wrong`` of the mis-predicted ones
+    are corrected and ``n_heldout`` of the others measure the collateral damage. Grid: ``ks``
+    selected training examples × ``steps`` gradient-descent steps of size ``lr_text`` (MiniLM /
+    BERT) or ``lr_image`` (ResNet) on their mean loss, for each method in ``methods`` plus the
+    reference on the test example itself. ABIF: an Arnoldi solver with ``arnoldi_rank`` eigenpairs
+    from ``arnoldi_iterations`` HVPs. ``horizon_steps``: the longer step grid of the horizon study.
+    """
+
+    n_pool: int = 400
+    pool_seed: int = 1
+    n_wrong: int = 20
+    n_heldout: int = 200
+    ks: tuple[int, ...] = (1, 10)
+    steps: tuple[int, ...] = (1, 5)
+    methods: tuple[str, ...] = ("abif", "tracin", "cosine", "random")
+    lr_text: float = 0.01
+    lr_image: float = 0.003
+    arnoldi_rank: int = 20
+    arnoldi_iterations: int = 40
+    horizon_steps: tuple[int, ...] = (1, 2, 3, 5, 8, 13, 20)
+    horizon_k: int = 10
+
+
+@dataclass(frozen=True)
+class Chapter6:
+    """Chapter 6: the first-order expansion in the perturbation size ε.
+
+    The MLP and its SGD checkpoint are set up as in chapter 4 (``dataset`` ... ``batch_size``).
+    From the checkpoint, warm-start runs of full-batch gradient descent for each of ``horizons``
+    steps up-weight one training example by ε = m/n for each multiple m in ``eps_multiples``
+    (−1: removal, +k: k duplicates), or remove groups of ``group_sizes`` examples, ``n_groups``
+    random and ``n_groups`` similar groups per size. Linearity "breaks" where the relative error
+    of the first-order prediction reaches ``threshold``. The exercises use logistic regression on
+    ``convex_classes`` with ``convex_weight_decay``.
+    """
+
+    dataset: str = "digits"
+    n_train: int = 300
+    n_test: int = 100
+    hidden: int = 16
+    weight_decay: float = 1e-3
+    steps: int = 600
+    lr: float = 0.3
+    batch_size: int = 32
+    horizons: tuple[int, ...] = (10, 300)
+    eps_multiples: tuple[float, ...] = (-1.0, -0.3, -0.1, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+    group_sizes: tuple[int, ...] = (1, 10, 100)
+    n_groups: int = 4
+    threshold: float = 0.1
+    convex_classes: tuple[int, int] = (3, 5)
+    convex_weight_decay: float = 1e-2
+
+
+@dataclass(frozen=True)
 class Config:
     """Every size, step count and seed of the book for one profile.
 
@@ -100,14 +318,28 @@ class Config:
         seed: the one seed passed to :func:`influence_utils.utils.seed_everything`.
         device: ``"cpu"``, or ``"cuda"`` in the full profile when a GPU is present.
         ch1: chapter 1 settings.
+        ch2: chapter 2 settings.
         ch3: chapter 3 settings.
+        ch4: chapter 4 settings.
+        ch6: chapter 6 settings.
+        ch5: chapter 5 settings.
+        ch9: chapter 9 settings.
+        ch7: chapter 7 settings (its two checkpoints are reused by chapter 8).
+        ch8: chapter 8 settings.
     """
 
     profile: str
     seed: int = 0
     device: str = "cpu"
     ch1: Chapter1 = field(default_factory=Chapter1)
+    ch2: Chapter2 = field(default_factory=Chapter2)
     ch3: Chapter3 = field(default_factory=Chapter3)
+    ch4: Chapter4 = field(default_factory=Chapter4)
+    ch6: Chapter6 = field(default_factory=Chapter6)
+    ch5: Chapter5 = field(default_factory=Chapter5)
+    ch7: Chapter7 = field(default_factory=Chapter7)
+    ch8: Chapter8 = field(default_factory=Chapter8)
+    ch9: Chapter9 = field(default_factory=Chapter9)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,10 +387,29 @@ def _full() -> Config:
         profile="full",
         device=device,
         ch1=Chapter1(dataset="mnist5k", classes=(3, 5), n_train=800, n_test=200, n_removed=200),
+        ch2=Chapter2(n_train=1000, n_test=300, hidden=32, cnn_channels=8, steps=5000, n_removed=100,
+                     n_queries=100),
         ch3=Chapter3(n_train=1000, hidden=48, steps=1500, lissa_depths=(1, 3, 10, 30, 100, 300, 1000, 3000, 10000),
                      arnoldi_iterations=400, abif_ranks=(5, 10, 20, 50, 100, 200, 400), resnet_n_train=2000,
-                     resnet_n_test=20, resnet_steps=500, resnet_batch_size=64, resnet_hvp_examples=512,
+                     resnet_image_size=28, resnet_n_test=20, resnet_steps=500, resnet_batch_size=64, resnet_hvp_examples=512,
                      resnet_rank=50, resnet_arnoldi_iterations=150, resnet_cg_iter=50, resnet_lissa_depth=200),
+        ch4=Chapter4(dataset="mnist5k", n_train=1000, n_test=200, steps=2000, batch_size=64,
+                     n_removed=100),
+        ch6=Chapter6(dataset="mnist5k", n_train=1000, n_test=200, steps=2000, batch_size=64),
+        ch5=Chapter5(n_train=1000, n_test=200, hidden=32, steps=3000, n_perturbed=50),
+        ch7=Chapter7(
+            bert=TopLayerTask(model="bert-base", dataset="sst2", n_train=2000, n_test=400, n_top=1,
+                              max_length=64, steps=500, lr=0.05, batch_size=32),
+            resnet=TopLayerTask(model="resnet18", dataset="cifar10", n_train=10000, n_test=1000, n_top=1,
+                                max_length=0, width=64, pretrain_epochs=15, pretrain_lr=1e-3, steps=300,
+                                lr=0.05, batch_size=128),
+            mlp_n_train=1000, mlp_n_test=400, n_z=20, n_queries=200, horizon=200, record_every=10, batch_size=64,
+            arnoldi_rank=50, arnoldi_iterations=100, grad_chunk=16,
+        ),
+        ch9=Chapter9(dataset="mnist5k", n_train=800, mlp_hidden=16, mlp_steps=1000, mlp_lr=0.2,
+                     mlp_batch_size=64, divergence_steps=100),
+        ch8=Chapter8(n_pool=2000, n_wrong=100, n_heldout=1000, ks=(1, 5, 10, 50), steps=(1, 2, 5, 10),
+                     arnoldi_rank=50, arnoldi_iterations=100, horizon_steps=(1, 2, 5, 10, 20, 50)),
     )
 
 

@@ -1,0 +1,107 @@
+"""Measure wall time and peak memory of a block of code, for a chapter's status cell.
+
+::
+
+    with iu.resources.measure("MiniLM") as m:
+        ...
+    print(m)            # "MiniLM: 812 MB peak, 41.2 s"
+
+Peak memory is the peak resident set size of the process (what the operating system had to
+provide, tensors included; Python's ``tracemalloc`` does not see tensor storage). On Linux the
+peak is reset at the start of the block (``/proc/self/clear_refs``), so it is the peak *within*
+the block; where that is not possible it is the peak since the process started, and
+:attr:`Measurement.since_start` says so. Times and sizes are formatted as strings with a unit,
+so that printed outputs stay comparable between runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+__all__ = ["Measurement", "measure", "peak_memory_mb", "format_mb", "format_seconds"]
+
+
+def format_mb(mb: float) -> str:
+    """``"123 MB"`` (or ``"1.2 GB"`` from 10 GB up)."""
+    return f"{mb / 1024:.1f} GB" if mb >= 10240 else f"{mb:.0f} MB"
+
+
+def format_seconds(seconds: float) -> str:
+    """``"4.2 s"``, or ``"2.1 min"`` from two minutes up."""
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb() -> float:
+    """Peak resident set size of this process in MB (since the last reset on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
+
+
+@dataclass
+class Measurement:
+    """Wall time and peak memory of one measured block.
+
+    Attributes:
+        label: what was measured.
+        seconds: wall-clock duration.
+        peak_mb: peak resident memory in MB during the block (see :attr:`since_start`).
+        since_start: True when the peak could not be reset and covers the whole process.
+    """
+
+    label: str = ""
+    seconds: float = 0.0
+    peak_mb: float = 0.0
+    since_start: bool = False
+
+    @property
+    def time(self) -> str:
+        """The duration as a string with a unit, e.g. ``"4.2 s"``."""
+        return format_seconds(self.seconds)
+
+    @property
+    def memory(self) -> str:
+        """The peak memory as a string with a unit, e.g. ``"812 MB"``."""
+        return format_mb(self.peak_mb)
+
+    def __str__(self) -> str:
+        peak = "peak since start" if self.since_start else "peak"
+        head = f"{self.label}: " if self.label else ""
+        return f"{head}{self.memory} {peak}, {self.time}"
+
+
+@contextlib.contextmanager
+def measure(label: str = "") -> Iterator[Measurement]:
+    """Measure the wall time and peak resident memory of the ``with`` block.
+
+    Yields:
+        A :class:`Measurement`, filled in when the block ends.
+    """
+    m = Measurement(label=label, since_start=not _reset_peak())
+    start = time.perf_counter()
+    try:
+        yield m
+    finally:
+        m.seconds = time.perf_counter() - start
+        m.peak_mb = peak_memory_mb()
