@@ -211,8 +211,11 @@ class Diagnosis:
 
 
 def _fmt(x: float) -> str:
+    """Three significant digits; values below 1e-8 (rounding level) as ``< 1e-8``."""
     if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
         return str(x)
+    if 0 < abs(x) < 1e-8:
+        return "< 1e-8"
     return f"{x:.3g}"
 
 
@@ -276,10 +279,12 @@ def _check_stability(obj, theta, data, solver, probes: Tensor, lam_max: float, l
         details["lissa_scale"] = solver.scale
         details["lissa_condition_met"] = lissa_ok
     name = type(solver).__name__
+    indefinite = False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
             x = solver.solve(probes)
+        indefinite = any("non-positive curvature" in str(w.message) for w in caught)
         hx = obj.hvp(theta, data, x) + d * x
         res = ((hx - probes).norm(dim=1) / probes.norm(dim=1).clamp_min(1e-300))
         residual = float(res.max())
@@ -297,13 +302,18 @@ def _check_stability(obj, theta, data, solver, probes: Tensor, lam_max: float, l
         verdict = f"{name} with damping {d:g} failed: {details.get('error', 'non-finite solution')}"
     elif residual < 1e-3:
         status = "ok"
-        verdict = f"{name} with damping {d:g} solves (H + dI)x = v to relative residual {residual:.1e}"
+        verdict = f"{name} with damping {d:g} solves (H + dI)x = v to relative residual {_fmt(residual)}"
     elif residual < 1e-1:
         status = "warn"
         verdict = f"{name} with damping {d:g} leaves relative residual {residual:.2g}"
     else:
         status = "fail"
         verdict = f"{name} with damping {d:g} leaves relative residual {residual:.2g}: H⁻¹v is not computed"
+    if indefinite:
+        status = "fail"
+        details["indefinite"] = True
+        verdict = (f"{name} with damping {d:g} met non-positive curvature (H + dI is indefinite) and stopped "
+                   f"at relative residual {residual:.2g}")
     if lissa_ok is False:
         status = "fail"
         verdict += f"; LiSSA's scale {solver.scale:g} breaks its convergence condition"
@@ -343,15 +353,16 @@ def _check_trajectory(obj, theta, data, norms: Tensor, lam_max: float) -> Check:
     }
     if ratio < 0.1:
         status = "ok"
-        verdict = f"θ is stationary: ‖∇L‖ = {gnorm:.2g} is {ratio:.2g}× the push of one example (‖∇ℓ‖/n)"
+        verdict = (f"θ is stationary: ‖∇L‖ = {_fmt(gnorm)} is {_fmt(ratio)} times the push of one example "
+                   "(‖∇ℓ‖/n)")
         rec = "none needed: re-optimising without an example moves θ only by that example's push"
     elif ratio < 1:
         status = "warn"
-        verdict = f"θ is nearly stationary: ‖∇L‖ = {gnorm:.2g} is {ratio:.2g}× the push of one example"
+        verdict = f"θ is nearly stationary: ‖∇L‖ = {gnorm:.2g} is {ratio:.2g} times the push of one example"
         rec = "train a little longer, or compare influence with warm-start fine-tuning rather than retraining"
     else:
         status = "fail"
-        verdict = f"θ is not a stationary point: ‖∇L‖ = {gnorm:.2g} is {ratio:.3g}× the push of one example"
+        verdict = f"θ is not a stationary point: ‖∇L‖ = {gnorm:.2g} is {ratio:.3g} times the push of one example"
         if gap == gap:
             verdict += f" (loss {loss:.3g}, at least {gap:.2g} still to gain)"
         rec = ("re-optimising moves θ more than removing any one example: read influence as the effect of "
@@ -398,6 +409,11 @@ def _check_divergence(obj, theta, data, z: int, eps: float, steps: int, lr: floa
         rec = (f"trust influence only for fine-tuning horizons below ~{horizon:.0f} steps at lr {lr:g}: use "
                "time-bounded influence with that horizon, not retraining from scratch")
     details["horizon_text"] = horizon_text
+    curv = details["curvature_rate"]
+    details["curvature_horizon_steps"] = math.log(1 / abs(eps)) / curv if curv > 0 else float("inf")
+    if curv > 0 and status == "ok":
+        verdict += (f"; the curvature allows up to {curv:.2g}/step along its most negative direction "
+                    f"(T* ≈ {details['curvature_horizon_steps']:.0f} steps if that direction takes over)")
     return Check("parameter_divergence", status, "horizon T* (steps)", horizon, verdict, rec, details)
 
 
