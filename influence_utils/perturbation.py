@@ -90,14 +90,14 @@ def _tensor_data(data: Any) -> tuple[Any, Tensor]:
     return validate_batch(data)
 
 
-def _gd_run(obj: Objective, theta0: Tensor, data: Any, steps: int, lr: float, batch_size: int | None, seed: int):
-    """θ_T as a function of the weights ``[n]``: exactly the steps of :func:`~influence_utils.training.train`."""
+def _gd_run(obj: Objective, data: Any, steps: int, lr: float, batch_size: int | None, seed: int):
+    """θ_T as a function of the start ``[p]`` and the weights ``[n]``: exactly the steps of
+    :func:`~influence_utils.training.train`."""
     inputs, targets = _tensor_data(data)
     order = batch_order(targets.shape[0], steps, batch_size, seed)
     batches = None if order is None else [(index_batch(inputs, idx), targets[idx]) for idx in order]
 
-    def run(w: Tensor) -> Tensor:
-        theta = theta0
+    def run(theta: Tensor, w: Tensor) -> Tensor:
         for t in range(steps):
             if batches is None:
                 g = grad(lambda th: obj.loss(th, (inputs, targets), w))(theta)
@@ -132,8 +132,11 @@ def weighted_runs(
 
     Args:
         obj, data: the objective and the training data ``(inputs, targets)`` (n examples).
-        theta0: the start: an initialisation, a checkpoint (warm start) or, for
+        theta0: the start ``[p]``: an initialisation, a checkpoint (warm start) or, for
             ``method="newton"``, a point near the optimum (normally the unweighted optimum).
+            ``[m, p]``: one start per run, e.g. the results of an earlier call, to continue
+            each run for more steps (full-batch gradient descent has no clock, so 10 + 20
+            steps give the same result as 30).
         weights: ``[m, n]`` per-example weights, e.g. from :func:`upweight_weights`.
         method: ``"gd"`` — ``steps`` of (mini-batch) gradient descent exactly as
             :func:`~influence_utils.training.train` with the same ``seed``; ``"newton"`` — the
@@ -152,9 +155,11 @@ def weighted_runs(
         raise ValueError(f"weights must be [m, {n}] (one row per run), got {tuple(weights.shape)}")
     weights = weights.to(theta0)
     theta0 = theta0.detach()
+    if theta0.ndim == 2 and theta0.shape[0] != weights.shape[0]:
+        raise ValueError(f"theta0 has {theta0.shape[0]} starts for {weights.shape[0]} runs; give one per row of weights")
+    starts0 = theta0 if theta0.ndim == 2 else theta0.expand(weights.shape[0], -1)
     if method == "newton":
-        def run(w: Tensor) -> Tensor:
-            theta = theta0
+        def run(theta: Tensor, w: Tensor) -> Tensor:
             for _ in range(newton_iterations):
                 g = grad(lambda t: obj.loss(t, data, w))(theta)
                 theta = theta - torch.linalg.solve(obj.hessian(theta, data, weights=w), g)
@@ -162,11 +167,11 @@ def weighted_runs(
     elif method == "gd":
         if steps is None or lr is None:
             raise ValueError("method='gd' needs steps and lr")
-        run = _gd_run(obj, theta0, data, steps, lr, batch_size, seed)
+        run = _gd_run(obj, data, steps, lr, batch_size, seed)
     else:
         raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
     starts = range(0, weights.shape[0], chunk)
-    out = torch.cat([vmap(run)(weights[i : i + chunk])
+    out = torch.cat([vmap(run)(starts0[i : i + chunk], weights[i : i + chunk])
                      for i in progress(starts, desc="weighted runs", total=len(starts), show=progress_bar)])
     if not torch.isfinite(out).all():
         raise FloatingPointError("a weighted run diverged (non-finite parameters); lower lr or |ε|")
@@ -373,11 +378,12 @@ def linearized_removal(
     _, targets = _tensor_data(train)
     n = targets.shape[0]
     t_inputs, t_targets = _tensor_data(test)
-    run = _gd_run(obj, theta0.detach(), train, steps, lr, batch_size, seed)
+    run = _gd_run(obj, train, steps, lr, batch_size, seed)
+    start = theta0.detach()
     ones = torch.ones(n, dtype=theta0.dtype, device=theta0.device)
 
     def test_losses(w: Tensor) -> Tensor:
-        return obj._losses(run(w), t_inputs, t_targets)
+        return obj._losses(run(start, w), t_inputs, t_targets)
 
     tangents = torch.zeros(len(groups), n, dtype=theta0.dtype, device=theta0.device)
     for k, g in enumerate(groups):

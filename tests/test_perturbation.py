@@ -42,6 +42,13 @@ def test_weighted_runs_equal_training_with_those_weights(mlp):
     for k in range(2):
         torch.testing.assert_close(got[k], iu.train(obj, init, train, weights=W[k], **kw).final)
     torch.testing.assert_close(got[1], iu.retrain_without(obj, init, train, [[1, 2]], **kw)[0])
+    # full batch: continuing each run from its own state is the same as running longer
+    full = dict(lr=0.3)
+    first = weighted_runs(obj, init, train, W, steps=4, **full)
+    torch.testing.assert_close(weighted_runs(obj, first, train, W, steps=5, **full),
+                               weighted_runs(obj, init, train, W, steps=9, **full))
+    with pytest.raises(ValueError, match="one per row"):
+        weighted_runs(obj, first[:1], train, W, steps=1, **full)
 
 
 def test_least_squares_optimum_follows_sherman_morrison(linreg):
