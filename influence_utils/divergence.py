@@ -403,7 +403,7 @@ def horizon(rate: float | Tensor, initial_gap: float | Tensor, tolerance: float)
     """Steps until a gap growing like ``initial_gap · e^(rate·t)`` reaches ``tolerance``.
 
     ``T* = log(tolerance / initial_gap) / rate`` — the Grönwall-type horizon: with a single
-    example's perturbation of size |ε|·‖∇ℓ(z)‖ per step, first-order predictions can hold only
+    example's perturbation of size ``|ε|·‖∇ℓ(z)‖`` per step, first-order predictions can hold only
     while the gap is small, i.e. for ``T ≲ log(1/|ε|)/rate``. 0 if the gap starts at or above
     ``tolerance``; ``inf`` if it starts below and does not grow.
     """
@@ -485,7 +485,7 @@ def curvature_growth_rate(eigenvalues: Tensor, lr: float) -> float:
         lr: step size η.
 
     Returns:
-        The rate (negative: perturbations shrink).
+        float: the rate per step; negative when every direction contracts.
     """
     lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
     return float(torch.log((1 - lr * lam).abs().max()))
