@@ -261,13 +261,15 @@ class Chapter8:
     selected training examples × ``steps`` gradient-descent steps of size ``lr_text`` (MiniLM /
     BERT) or ``lr_image`` (ResNet) on their mean loss, for each method in ``methods`` plus the
     reference on the test example itself. ABIF: an Arnoldi solver with ``arnoldi_rank`` eigenpairs
-    from ``arnoldi_iterations`` HVPs. ``horizon_steps``: the longer step grid of the horizon study.
+    from ``arnoldi_iterations`` HVPs. The horizon study runs ABIF and random selections of
+    ``horizon_k`` examples over the longer step grid ``horizon_steps`` (``horizon_heldout`` held-out
+    examples); the explorer offers the first ``n_explore`` corrected examples.
     """
 
     n_pool: int = 400
     pool_seed: int = 1
     n_wrong: int = 20
-    n_heldout: int = 200
+    n_heldout: int = 100
     ks: tuple[int, ...] = (1, 10)
     steps: tuple[int, ...] = (1, 5)
     methods: tuple[str, ...] = ("abif", "tracin", "cosine", "random")
@@ -277,6 +279,8 @@ class Chapter8:
     arnoldi_iterations: int = 40
     horizon_steps: tuple[int, ...] = (1, 2, 3, 5, 8, 13, 20)
     horizon_k: int = 10
+    horizon_heldout: int = 50
+    n_explore: int = 6
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from torch.utils._pytree import tree_map
 
 from .batching import index_batch, validate_batch
 from .objective import Objective
-from .scores import gradient_cosine, influence, time_bounded_influence, tracin
+from .scores import gradient_cosine, gradient_dot, influence, time_bounded_influence, tracin
 from .solvers import ArnoldiSolver
 from .utils import progress
 
@@ -52,10 +52,12 @@ __all__ = [
     "METHODS",
     "predict_labels",
     "mispredicted",
+    "sample_mispredicted",
     "helpful_scores",
     "random_scores",
     "select_helpful",
     "correct",
+    "first_order_loss_change",
     "summarize",
     "wilson_interval",
 ]
@@ -101,6 +103,37 @@ def mispredicted(obj: Objective, theta: Tensor, data: Any) -> Tensor:
     with torch.no_grad():
         pred = predict_labels(obj.forward(theta, inputs))
     return (pred != _labels(targets).to(pred.device)).nonzero().flatten().cpu()
+
+
+def sample_mispredicted(obj: Objective, theta: Tensor, data: Any, n: int, *, n_heldout: int,
+                        seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A fixed sample of mis-predicted examples and a disjoint held-out set, by index into ``data``.
+
+    ``n`` of the mis-predicted examples are drawn uniformly (seeded), and ``n_heldout`` of the
+    remaining examples (right or wrong) form the held-out set for the collateral damage; both
+    are returned sorted.
+
+    Returns:
+        ``(wrong [n], heldout [n_heldout])`` int64 indices.
+
+    Raises:
+        ValueError: when ``data`` has fewer than ``n`` mis-predicted examples or too few others.
+    """
+    n_all = int(validate_batch(data)[1].shape[0])
+    wrong = mispredicted(obj, theta, data)
+    if len(wrong) < n:
+        raise ValueError(
+            f"only {len(wrong)} of {n_all} examples are mis-predicted, fewer than n={n}; use a larger pool"
+        )
+    gen = torch.Generator().manual_seed(int(seed))
+    picked = wrong[torch.randperm(len(wrong), generator=gen)[:n]].sort().values
+    rest = torch.ones(n_all, dtype=torch.bool)
+    rest[picked] = False
+    others = rest.nonzero().flatten()
+    if len(others) < n_heldout:
+        raise ValueError(f"only {len(others)} examples remain for a held-out set of {n_heldout}")
+    held = others[torch.randperm(len(others), generator=gen)[:n_heldout]].sort().values
+    return picked, held
 
 
 # --------------------------------------------------------------------------- scores
@@ -483,6 +516,34 @@ def correct(
     frame = frame.sort_values(["method", "k", "s", "example"], key=lambda c: c.map(order) if c.name == "method" else c,
                               kind="stable").reset_index(drop=True)
     return frame
+
+
+def first_order_loss_change(obj: Objective, theta: Tensor, train: Any, test: Any, selection: Tensor, k: int,
+                            steps: Sequence[int], lr: float, *, chunk_size: int | None = 256) -> Tensor:
+    """The first-order prediction of what :func:`correct` measures as ``loss_change``, ``[n_test, len(steps)]``.
+
+    Gradient descent on the mean loss of the k selected examples moves θ by
+    ``−lr·s·ḡ_S`` to first order (gradients frozen at the checkpoint: zero curvature, the
+    TracIn view), so the test loss changes by ``−lr·s·∇ℓ(test_i)ᵀ ḡ_S`` with
+    ``ḡ_S = (1/k) Σ_{j∈S} ∇ℓ(z_j)``: linear in s. Comparing it with the measured change shows over
+    how many steps the first-order picture holds (the horizon). Without weight decay.
+
+    Args:
+        selection: ``[n_test, ≥ k]`` training indices, most helpful first.
+        k, steps, lr: as in :func:`correct`.
+        chunk_size: training examples whose gradients are held at once.
+    """
+    test_x, test_y = validate_batch(test)
+    train_x, train_y = validate_batch(train)
+    if selection.ndim != 2 or selection.shape[0] != test_y.shape[0] or selection.shape[1] < k:
+        raise ValueError(f"selection must be [n_test={test_y.shape[0]}, >= k={k}], got {tuple(selection.shape)}")
+    idx = selection[:, :k].cpu()
+    used, inverse = idx.unique(return_inverse=True)
+    dots = gradient_dot(obj, theta, (index_batch(train_x, used), train_y[used]), test, n=1,
+                        chunk_size=chunk_size).cpu()  # [n_test, u]: ∇ℓ(test_i)ᵀ∇ℓ(z_j)
+    dot = torch.gather(dots, 1, inverse).mean(1)  # [n_test]: ∇ℓ(test_i)ᵀ ḡ_S
+    s = torch.tensor([float(v) for v in _check_grid("steps", steps)], dtype=dot.dtype, device=dot.device)
+    return -lr * dot[:, None] * s[None, :]
 
 
 def summarize(results: Any, confidence: float = 0.95):

@@ -267,3 +267,30 @@ def test_bad_input_errors(wrong, logreg):
         cr.random_scores(torch.tensor([0.5, 1.0]), torch.tensor([1.0]))
     with pytest.raises(ValueError, match="summarize|correct"):
         cr.summarize(__import__("pandas").DataFrame({"a": [1]}))
+
+
+def test_sample_is_mispredicted_and_disjoint_from_heldout(logreg):
+    obj, theta, _, test = logreg
+    wrong_all = set(cr.mispredicted(obj, theta, test).tolist())
+    picked, held = cr.sample_mispredicted(obj, theta, test, 4, n_heldout=10, seed=0)
+    assert set(picked.tolist()) <= wrong_all and len(set(picked.tolist())) == 4
+    assert not set(picked.tolist()) & set(held.tolist()) and len(set(held.tolist())) == 10
+    again = cr.sample_mispredicted(obj, theta, test, 4, n_heldout=10, seed=0)
+    assert torch.equal(again[0], picked) and torch.equal(again[1], held)
+    with pytest.raises(ValueError, match="mis-predicted"):
+        cr.sample_mispredicted(obj, theta, test, len(wrong_all) + 1, n_heldout=1)
+    with pytest.raises(ValueError, match="held-out"):
+        cr.sample_mispredicted(obj, theta, test, 2, n_heldout=len(test[1]))
+
+
+def test_first_order_prediction_is_the_small_step_limit(wrong):
+    obj0, theta, train, test, _ = wrong
+    obj = iu.Objective(obj0.model, obj0.loss_fn, weight_decay=0.0)
+    sel = cr.select_helpful(cr.helpful_scores("tracin", obj, theta, train, test), 3)
+    lr = 1e-4
+    pred = cr.first_order_loss_change(obj, theta, train, test, sel, 3, [1, 2], lr)
+    df = cr.correct(obj, theta, train, test, test, {"t": sel}, ks=[3], steps=[1, 2], lr=lr, self_reference=False)
+    actual = torch.tensor(df.pivot(index="example", columns="s", values="loss_change").to_numpy())
+    torch.testing.assert_close(actual, pred, rtol=2e-3, atol=1e-9)
+    torch.testing.assert_close(pred[:, 1], 2 * pred[:, 0])  # linear in s
+    assert (pred < 0).all()  # TracIn-selected examples are predicted to help
