@@ -259,16 +259,40 @@ def test_execution_record_changes_only_the_notebook_metadata(tmp_path):
     assert after["cells"] == before["cells"], "the execution record must not touch cells or outputs"
     assert after["metadata"]["influence_utils"]["execution"] == entry
     assert entry["profile"] == "quick" and entry["seconds"] == 83.2 and entry["machine"]["cores"] >= 1
+    assert entry["notebook"] == FIRST.name
     rest = {k: v for k, v in after["metadata"].items() if k != "influence_utils"}
     assert rest == {k: v for k, v in before["metadata"].items() if k != "influence_utils"}
 
     status = _import(BOOK / "_ext" / "execution_status.py", "execution_status")
-    shutil.copy(copy, tmp_path / "09_other.ipynb")
-    (tmp_path / "10_unrecorded.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
+    shutil.copy(copy, tmp_path / "09_copied.ipynb")  # a chapter started as a copy of chapter 1
+    stale = _load(copy)
+    stale["cells"][2]["outputs"] = []  # outputs changed since the record
+    (tmp_path / "10_stale.ipynb").write_text(json.dumps(stale))
+    (tmp_path / "11_unrecorded.ipynb").write_text(json.dumps({"cells": [], "metadata": {}}))
     rows = status.chapter_records(tmp_path)
-    assert [r[0] for r in rows] == [FIRST.stem, "09_other", "10_unrecorded"]
+    assert [r[0] for r in rows] == [FIRST.stem, "09_copied", "10_stale", "11_unrecorded"]
     assert rows[0][1] == "Influence functions from scratch" and rows[0][2] == entry
-    assert rows[2][2] is None
+    assert [r[2] for r in rows[1:]] == [None, None, None], "copied, stale and missing records are not shown"
+
+
+@chapters
+def test_an_execution_record_describes_this_notebook_as_stored(path):
+    """A record is optional (the status page then says "not recorded"), but one in the new format
+    must have been written for this notebook and these outputs."""
+    status = _import(BOOK / "_ext" / "execution_status.py", "execution_status")
+    nb = _load(path)
+    record = nb.get("metadata", {}).get("influence_utils", {}).get("execution")
+    if not record or "notebook" not in record:
+        pytest.skip(f"{path.name} has no execution record naming it (the status page says 'not recorded'); "
+                    f"`make notebooks NOTEBOOKS=book/{path.name}` writes one")
+    assert record["notebook"] == path.name, (
+        f"{path.name} carries the execution record of {record['notebook']} (copied metadata): "
+        f"re-execute it with `make notebooks NOTEBOOKS=book/{path.name}`"
+    )
+    assert record.get("fingerprint") == status.fingerprint(nb), (
+        f"{path.name}: code or outputs changed since its execution record was written; "
+        f"re-execute it with `make notebooks NOTEBOOKS=book/{path.name}`"
+    )
 
 
 # ---------------------------------------------------------------------------- the README

@@ -5,7 +5,9 @@
     python tools/execution_record.py book/01_influence_from_scratch.ipynb --start <epoch seconds>
 
 It stores a small record in the notebook's own metadata, under ``influence_utils.execution``,
-so the record is committed together with the outputs it describes and cannot drift from them.
+so the record is committed together with the outputs it describes. The record names the
+notebook and carries a fingerprint of its code cells and outputs, so the status page can tell a
+record that still describes the stored outputs from a stale or copied one.
 The book's status page (``book/status.md``, rendered by ``book/_ext/execution_status.py``)
 reads these records. nbval compares outputs only, never metadata, so the record does not make
 the notebook tests depend on the machine.
@@ -19,7 +21,11 @@ import json
 import os
 import platform
 import time
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book" / "_ext"))
+from execution_status import fingerprint  # noqa: E402  (one definition, shared with the book)
 
 KEY = "influence_utils"
 
@@ -72,6 +78,8 @@ def record(path: Path, seconds: float, profile: str) -> dict:
     text = path.read_text(encoding="utf-8")
     nb = json.loads(text)
     entry = {
+        "notebook": path.name,
+        "fingerprint": fingerprint(nb),
         "profile": profile,
         "seconds": round(seconds, 1),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"),

@@ -5,8 +5,12 @@ renders the outputs committed with each notebook. After executing a notebook, th
 calls ``tools/execution_record.py``, which stores in the notebook's metadata
 (``influence_utils.execution``) the wall-clock time, the profile, the date and the machine
 class. This directive reads those records from every chapter notebook (``book/NN_*.ipynb``)
-and renders them as a table, with links to the chapters. A chapter stored without a record is
-listed as "not recorded".
+and renders them as a table, with links to the chapters.
+
+A record names its notebook and carries a fingerprint of the notebook's code cells and outputs
+at the time it was written. A chapter whose record is missing, names another notebook (a
+notebook started as a copy of another), or no longer matches its code and outputs (executed
+some other way since) is listed as "not recorded": run ``make notebooks NOTEBOOKS=...``.
 
 Usage in a MyST page::
 
@@ -16,6 +20,7 @@ Usage in a MyST page::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -26,6 +31,24 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 CHAPTER = re.compile(r"^(\d\d)_.*\.ipynb$")
+
+
+def fingerprint(nb: dict) -> str:
+    """SHA-256 of the notebook's code cells: their sources and stored outputs (not markdown)."""
+    code = [
+        ["".join(c.get("source", "")), c.get("outputs", [])]
+        for c in nb.get("cells", [])
+        if c.get("cell_type") == "code"
+    ]
+    return hashlib.sha256(json.dumps(code, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def valid_record(nb: dict, name: str) -> dict | None:
+    """The notebook's execution record if it was written for this notebook as it is now."""
+    record = nb.get("metadata", {}).get("influence_utils", {}).get("execution")
+    if not record or record.get("notebook") != name or record.get("fingerprint") != fingerprint(nb):
+        return None
+    return record
 
 
 def _title(nb: dict, fallback: str) -> str:
@@ -52,14 +75,13 @@ def _machine(m: dict) -> str:
 
 
 def chapter_records(book_dir: Path) -> list[tuple[str, str, dict | None]]:
-    """(docname relative to the book dir, title, execution record or None) per chapter."""
+    """(docname relative to the book dir, title, valid execution record or None) per chapter."""
     rows = []
     for path in sorted(book_dir.glob("*.ipynb")):
         if not CHAPTER.match(path.name):
             continue
         nb = json.loads(path.read_text(encoding="utf-8"))
-        record = nb.get("metadata", {}).get("influence_utils", {}).get("execution")
-        rows.append((path.stem, _title(nb, path.stem), record))
+        rows.append((path.stem, _title(nb, path.stem), valid_record(nb, path.name)))
     return rows
 
 
