@@ -318,6 +318,7 @@ _PAGE_SCRIPT = r"""
   const imgs = Array.from(document.images);
   imgs.forEach((i) => { if (i.loading === 'lazy') i.loading = 'eager'; });
   out.images = imgs.length;
+  out.figures = document.querySelectorAll('article img').length;  // in the text, not the theme's icons
   out.brokenImages = [];
   await Promise.all(imgs.map(async (i) => {
     try { await i.decode(); } catch (e) { }
@@ -380,6 +381,7 @@ class PageReport:
     page: str
     problems: list[str] = field(default_factory=list)
     images: int = 0
+    figures: int = 0
     math: int = 0
     rendered_math: int = 0
     mathjax: str | None = None
@@ -451,7 +453,7 @@ class BookChecker:
         events = browser.open(url)
         info = browser.evaluate(_PAGE_SCRIPT)
         events += browser.events()
-        report.images, report.math = info["images"], info["math"]
+        report.images, report.figures, report.math = info["images"], info["figures"], info["math"]
         report.rendered_math, report.mathjax = info["rendered"], info["mathjax"]
         report.links, report.colab = info["links"], info["colab"]
         problems = report.problems
@@ -582,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     bad = 0
     for r in reports:
         status = "ok" if not r.problems else f"{len(r.problems)} problem(s)"
-        print(f"{r.page:50s} {r.seconds:5.1f} s  img {r.images:3d}  math {r.rendered_math:4d}/{r.math:<4d} {status}")
+        print(f"{r.page:40s} {r.seconds:5.1f} s  figures {r.figures:3d}  math {r.rendered_math:4d}/{r.math:<4d} {status}")
         for p in r.problems:
             print(f"    - {p}")
         bad += bool(r.problems)
