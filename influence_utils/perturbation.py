@@ -408,7 +408,7 @@ def loglog_slope(x: Any, y: Any) -> float:
 
 
 def linearity_break(eps: Any, relative_error: Any, threshold: float = 0.1) -> float:
-    """The smallest |ε| at which the relative error of the linear prediction reaches ``threshold``.
+    """The smallest ``|ε|`` at which the relative error of the linear prediction reaches ``threshold``.
 
     Returns ``inf`` when no ε in the sweep reaches it (linear over the whole range).
     """
