@@ -197,16 +197,16 @@ class Chapter3:
     resnet_image_size: int = 14
     resnet_depth: int = 8
     resnet_width: int = 16
-    resnet_n_train: int = 256
-    resnet_n_test: int = 3
+    resnet_n_train: int = 192
+    resnet_n_test: int = 2
     resnet_steps: int = 50
     resnet_lr: float = 0.15
     resnet_batch_size: int = 32
-    resnet_hvp_examples: int = 16
-    resnet_rank: int = 10
-    resnet_arnoldi_iterations: int = 20
-    resnet_cg_iter: int = 6
-    resnet_lissa_depth: int = 10
+    resnet_hvp_examples: int = 8
+    resnet_rank: int = 8
+    resnet_arnoldi_iterations: int = 12
+    resnet_cg_iter: int = 4
+    resnet_lissa_depth: int = 6
 
 
 @dataclass(frozen=True)
