@@ -165,8 +165,8 @@ class Chapter3:
     An MLP (``hidden`` tanh units, float64) on ``dataset`` is trained by ``steps`` full-batch
     gradient-descent steps of size ``lr``; its exact Hessian is the reference. ``n_rhs`` test
     gradients are the right-hand sides of the solver studies. The reference damping is
-    ``damping_factor`` times minus the most negative eigenvalue. LiSSA's grid: scales are
-    ``lissa_scale_factors`` times λ_max, dampings ``lissa_damping_factors`` times |λ_min|, depths
+    ``damping_factor`` times minus the most negative eigenvalue λ_min. LiSSA's grid: scales are
+    ``lissa_scale_factors`` times λ_max, dampings ``lissa_damping_factors`` times −λ_min, depths
     ``lissa_depths``. CG runs ``cg_max_iter`` iterations; Arnoldi ``arnoldi_iterations`` steps,
     compared on the ``arnoldi_top_k`` largest eigenvalues; ABIF ranks ``abif_ranks`` with
     ``abif_iterations_factor`` × rank HVPs each. The larger model is ``resnet_*``: a ResNet

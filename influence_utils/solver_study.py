@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from .plotting import COLORS, new_figure
-from .solvers import ArnoldiSolver, ConvergenceWarning, ExactSolver, LissaDivergenceError, LissaSolver
+from .solvers import ArnoldiSolver, ConvergenceWarning, LissaDivergenceError, LissaSolver
 from .utils import pearson, spearman
 
 __all__ = [
@@ -134,8 +134,8 @@ def relative_error(estimate: Tensor, reference: Tensor) -> float:
     return float((estimate - reference).norm()) / denom
 
 
-def damped_solve(exact: ExactSolver | MatrixOperator, v: Tensor, damping: float) -> Tensor:
-    """``(H + damping·I)⁻¹ v`` from a fitted :class:`ExactSolver`'s eigenpairs, for any damping.
+def damped_solve(exact: Any, v: Tensor, damping: float) -> Tensor:
+    """``(H + damping·I)⁻¹ v`` from a fitted :class:`~influence_utils.solvers.ExactSolver`'s eigenpairs, for any damping.
 
     ``exact`` may also be a diagonal :class:`MatrixOperator` (H in its eigenbasis), for which the
     solve is ``v / (λ + damping)``. Unlike ``ExactSolver.solve`` it does not refuse a nearly
@@ -175,7 +175,7 @@ def lissa_error_grid(
     theta: Tensor,
     data: Any,
     rhs: Tensor,
-    exact: ExactSolver | MatrixOperator,
+    exact: Any,
     *,
     scales: Sequence[float],
     dampings: Sequence[float],
@@ -194,7 +194,7 @@ def lissa_error_grid(
         obj, theta, data: what the solver is fitted on (an Objective with its θ and training
             data, or a :class:`MatrixOperator` with ``op.theta()`` and ``op.data``).
         rhs: ``[k, p]`` right-hand sides (e.g. test gradients).
-        exact: a fitted :class:`ExactSolver` of the same H (undamped), or the diagonal
+        exact: a fitted :class:`~influence_utils.solvers.ExactSolver` of the same H (undamped), or the diagonal
             :class:`MatrixOperator` itself; the reference for damping d is ``(H + d·I)⁻¹ rhs``.
         scales, dampings, depths: the grid.
 
@@ -230,7 +230,7 @@ def lissa_error_grid(
 
 
 def arnoldi_eigenvalue_errors(
-    solver: ArnoldiSolver, exact_eigenvalues: Tensor, iterations: Sequence[int], k: int
+    solver: Any, exact_eigenvalues: Tensor, iterations: Sequence[int], k: int
 ) -> pd.DataFrame:
     """Relative error of Arnoldi's top-k Ritz values after each number of iterations.
 
@@ -239,7 +239,7 @@ def arnoldi_eigenvalue_errors(
     largest Ritz value is compared with the i-th largest exact eigenvalue.
 
     Args:
-        solver: a fitted :class:`ArnoldiSolver`.
+        solver: a fitted :class:`~influence_utils.solvers.ArnoldiSolver`.
         exact_eigenvalues: ``[p]`` eigenvalues of H (any order), e.g. from ``torch.linalg.eigvalsh``.
         iterations: step counts to evaluate (each at most ``solver.iterations_done``).
         k: how many of the largest eigenvalues to compare.
@@ -281,7 +281,7 @@ def abif_rank_sweep(
 ) -> tuple[pd.DataFrame, dict[int, Tensor]]:
     """ABIF scores as the rank grows: agreement with a reference, and cost in HVPs and seconds.
 
-    For each rank r a fresh :class:`ArnoldiSolver` (``positive_only=True``: the top positive
+    For each rank r a fresh :class:`~influence_utils.solvers.ArnoldiSolver` (``positive_only=True``: the top positive
     eigenspace) is fitted with ``iterations(r)`` HVPs and timed, fit and scores together.
 
     Args:

@@ -130,7 +130,7 @@ class _EigenSolver(_Solver):
         """Coordinates of ``g`` ([k, p]) on the eigenvectors: ``[k, r]``."""
         return g @ self.eigenvectors
 
-    def with_damping(self, damping: float) -> "_EigenSolver":
+    def with_damping(self, damping: float):
         """A fitted copy that solves with another damping, sharing the eigenpairs (no refit).
 
         Useful for damping sweeps: ``solver.with_damping(d).solve(v)`` is
