@@ -210,6 +210,12 @@ class Diagnosis:
         )
 
 
+def _eq(x: float) -> str:
+    """``"= 0.0123"`` or ``"< 1e-8"``."""
+    text = _fmt(x)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def _fmt(x: float) -> str:
     """Three significant digits; values below 1e-8 (rounding level) as ``< 1e-8``."""
     if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
@@ -353,7 +359,7 @@ def _check_trajectory(obj, theta, data, norms: Tensor, lam_max: float) -> Check:
     }
     if ratio < 0.1:
         status = "ok"
-        verdict = (f"θ is stationary: ‖∇L‖ = {_fmt(gnorm)} is {_fmt(ratio)} times the push of one example "
+        verdict = (f"θ is stationary: ‖∇L‖ {_eq(gnorm)}, {_fmt(ratio)} times the push of one example "
                    "(‖∇ℓ‖/n)")
         rec = "none needed: re-optimising without an example moves θ only by that example's push"
     elif ratio < 1:
