@@ -315,7 +315,9 @@ def test_cifar10_without_network_raises_with_full_profile_hint(monkeypatch, fres
 
 def test_cifar10_without_torchvision(monkeypatch, fresh_caches, tmp_path):
     monkeypatch.setenv("IU_DATA_DIR", str(tmp_path))
+    # Hide the submodule too: an earlier test may have imported torchvision.datasets.
     monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", None)
     with pytest.raises(D.DatasetUnavailableError, match=r"'torchvision' package.*IU_PROFILE=full"):
         D.load_dataset("cifar10")
 
