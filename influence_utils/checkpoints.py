@@ -142,10 +142,19 @@ def build_model(task: TopLayerTask, n_classes: int, seed: int | None = None) -> 
     from . import models
 
     seed = task.seed if seed is None else seed
-    if task.model == "minilm":
-        return models.load_minilm_classifier(num_labels=n_classes, seed=seed)
-    if task.model == "bert-base":
-        return models.load_bert_base_classifier(num_labels=n_classes, seed=seed)
+    if task.model in ("minilm", "bert-base"):
+        from transformers.utils import logging as hf_logging
+
+        loader = models.load_minilm_classifier if task.model == "minilm" else models.load_bert_base_classifier
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()  # the load report only says that the fresh head is not pretrained
+        hf_logging.disable_progress_bar()  # a weight-loading bar per call
+        try:
+            return loader(num_labels=n_classes, seed=seed)
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
     if task.model.startswith("resnet") and task.model != "resnet18":
         depth = int(task.model[len("resnet"):])
         with models._seeded(seed):

@@ -92,13 +92,13 @@ class Chapter7:
     mlp_weight_decay: float = 1e-3
     mlp_pretrain_steps: int = 300
     mlp_lr: float = 0.2
-    n_z: int = 5
-    n_queries: int = 40
-    horizon: int = 32
+    n_z: int = 4
+    n_queries: int = 30
+    horizon: int = 24
     record_every: int = 4
     batch_size: int = 16
-    arnoldi_rank: int = 16
-    arnoldi_iterations: int = 24
+    arnoldi_rank: int = 12
+    arnoldi_iterations: int = 16
     grad_chunk: int = 32
 
 
