@@ -376,7 +376,8 @@ def retrain_without(
             iterate (quadratic convergence, one ``[p, p]`` Hessian per run and iteration);
             ``"start"`` — all runs share the full-data Hessian at ``theta0`` (plus ``proximal``),
             factorised once (a chord method: linear convergence, but each iteration costs one
-            gradient per run). Either way every run must reach ``tol``.
+            gradient per run; it stops early once every run of a chunk reaches ``tol``). Either
+            way every run must reach ``tol``.
 
     Returns:
         ``[m, p]``.
@@ -412,6 +413,8 @@ def retrain_without(
             thetas = theta0.expand(ws.shape[0], -1)
             for _ in range(newton_iterations):
                 g = vmap(grad(run_loss))(thetas, ws)  # [k, p]
+                if g.norm(dim=1).max() <= tol:  # every run has settled
+                    break
                 thetas = thetas - torch.linalg.lu_solve(lu, pivots, g.T).T
             return thetas
     elif method == "newton":

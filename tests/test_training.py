@@ -136,7 +136,7 @@ def test_proximal_response_of_a_quadratic_is_the_closed_form(linreg):
         kw = dict(proximal=lam, bregman=bregman)
         each = iu.retrain_without(obj, theta0, (X, y), removals, method="newton", **kw)
         start = iu.retrain_without(obj, theta0, (X, y), removals, method="newton", newton_hessian="start",
-                                   newton_iterations=60, **kw)
+                                   newton_iterations=60, tol=1e-13, **kw)
         gd = iu.retrain_without(obj, theta0, (X, y), removals, steps=400, lr=0.5, **kw)
         torch.testing.assert_close(each, expected, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(start, expected, rtol=1e-10, atol=1e-12)
@@ -163,7 +163,7 @@ def test_damped_influence_is_the_first_order_proximal_response(mlp):
     # removals (ε = −1/n): the exact stationary points against the damped influence scores
     removals = list(range(12))
     thetas = iu.retrain_without(obj, theta0, train, removals, method="newton", proximal=lam, bregman=True,
-                                newton_hessian="start", newton_iterations=40)
+                                newton_hessian="start", newton_iterations=40, tol=1e-13)
     actual = iu.loss_changes(obj, thetas, theta0, test)
     scores = iu.influence(obj, theta0, solver, train=train, test=test)[:, removals]
     assert iu.pearson(scores, actual) > 0.99 and iu.spearman(scores, actual) > 0.99
