@@ -59,7 +59,7 @@ class TopLayerCheckpoint:
 
     Attributes:
         task: the :class:`~influence_utils.config.TopLayerTask` it was built from.
-        model: the full model; its top parameters hold :attr:`theta`.
+        model: the full model; its top parameters hold ``theta``.
         top: the top model (:func:`~influence_utils.trunk.split`), sharing those parameters.
         objective: ``Objective(top, per_example_cross_entropy, weight_decay=task.weight_decay)``;
             its θ is the top layers' parameters (``objective.p`` of them).
@@ -67,7 +67,7 @@ class TopLayerCheckpoint:
         theta: ``[p]`` the checkpoint.
         train: ``(features, targets)``: cached trunk outputs of the training set and labels.
         test: the same for the test set.
-        train_inputs: the raw training inputs (texts or images), aligned with :attr:`train`.
+        train_inputs: the raw training inputs (texts or images), aligned with ``train``.
         test_inputs: the raw test inputs.
         class_names: label names.
         losses: ``[steps]`` mini-batch objective during fine-tuning.

@@ -120,7 +120,7 @@ class FadingStudy:
 
     def correlation(self, estimator: str, T: int | None = None, method: str = "pearson",
                     control: bool = False) -> float:
-        """One entry of :attr:`table` (or :attr:`control_table`); ``T=None``: the last horizon."""
+        """One entry of ``table`` (or ``control_table``); ``T=None``: the last horizon."""
         table = self.control_table if control else self.table
         T = self.steps[-1] if T is None else T
         row = table[(table.estimator == estimator) & (table["T"] == T)]

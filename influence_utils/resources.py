@@ -10,7 +10,7 @@ Peak memory is the peak resident set size of the process (what the operating sys
 provide, tensors included; Python's ``tracemalloc`` does not see tensor storage). On Linux the
 peak is reset at the start of the block (``/proc/self/clear_refs``), so it is the peak *within*
 the block; where that is not possible it is the peak since the process started, and
-:attr:`Measurement.since_start` says so. Times and sizes are formatted as strings with a unit,
+``Measurement.since_start`` says so. Times and sizes are formatted as strings with a unit,
 so that printed outputs stay comparable between runs.
 """
 
@@ -66,7 +66,7 @@ class Measurement:
     Attributes:
         label: what was measured.
         seconds: wall-clock duration.
-        peak_mb: peak resident memory in MB during the block (see :attr:`since_start`).
+        peak_mb: peak resident memory in MB during the block (see ``since_start``).
         since_start: True when the peak could not be reset and covers the whole process.
     """
 

@@ -78,7 +78,7 @@ def _bert_layer_cls(layer: nn.Module, hidden: Tensor, mask: Tensor) -> Tensor:
 
 
 class BertTop(nn.Module):
-    """The last ``n_layers`` encoder layers, pooler and head of a :class:`BertClassifier`.
+    """The last ``n_layers`` encoder layers, pooler and head of a :class:`~influence_utils.models.BertClassifier`.
 
     The modules are those of ``classifier`` itself (shared, not copied): parameters of the top
     model *are* parameters of the full model.
@@ -94,7 +94,7 @@ class BertTop(nn.Module):
         :func:`trunk_features`.
 
     Parameter names are ``layers.<i>.…`` (i = 0 for the first top layer), ``pooler.…`` and
-    ``classifier.…``; :attr:`full_names` maps them to the names in the full model.
+    ``classifier.…``; ``full_names`` maps them to the names in the full model.
     """
 
     def __init__(self, classifier: BertClassifier, n_layers: int = 1):
@@ -192,7 +192,7 @@ class ResNetTop(nn.Module):
         ``forward(features [n, C, H, W]) -> logits`` (``[n, n_classes]``, ``[n]`` for the book's
         two-class ResNet), with ``features`` the activations entering the first top block.
 
-    Parameter names are ``blocks.<i>.…`` and ``head.…``; :attr:`full_names` maps them to the names
+    Parameter names are ``blocks.<i>.…`` and ``head.…``; ``full_names`` maps them to the names
     in the full model.
     """
 
@@ -268,8 +268,8 @@ def trunk_features(model: nn.Module, inputs: Any, n_top: int = 1, *, chunk_size:
         progress_bar: show a progress bar over chunks (default: interactive use only).
 
     Returns:
-        BERT: a tuple ``(hidden [n, L, H], mask [n, 1, 1, L])``; ResNet: ``features [n, C, H, W]``.
-        Use them as the inputs of training data: ``(features, targets)``.
+        For BERT a tuple ``(hidden [n, L, H], mask [n, 1, 1, L])``; for a ResNet the features
+        ``[n, C, H, W]``. Use them as the inputs of training data: ``(features, targets)``.
     """
     if isinstance(model, BertClassifier):
         return _bert_trunk(model, inputs, n_top, chunk_size, progress_bar)
