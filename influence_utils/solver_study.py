@@ -396,9 +396,11 @@ def pairwise_agreement(scores: Mapping[str, Tensor], method: str = "spearman") -
 
 
 def format_seconds(seconds: float) -> str:
-    """A duration as a string with a unit: ``"0.81 s"``, ``"12.3 s"``, ``"2.1 min"``."""
+    """A duration as a string with a unit: ``"4.2 ms"``, ``"0.81 s"``, ``"12.3 s"``, ``"2.1 min"``."""
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"seconds must be a finite non-negative number, got {seconds}")
+    if seconds < 0.1:
+        return f"{seconds * 1000:.1f} ms"
     if seconds < 10:
         return f"{seconds:.2f} s"
     if seconds < 120:
