@@ -17,6 +17,7 @@ so that printed outputs stay comparable between runs.
 from __future__ import annotations
 
 import contextlib
+import math
 import resource
 import sys
 import time
@@ -32,8 +33,20 @@ def format_mb(mb: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """``"4.2 s"``, or ``"2.1 min"`` from two minutes up."""
-    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.1f} s"
+    """A duration as a string with a unit: ``"4.2 ms"``, ``"0.81 s"``, ``"12.3 s"``, ``"2.1 min"``.
+
+    Raises:
+        ValueError: for a negative or non-finite duration.
+    """
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"seconds must be a finite non-negative number, got {seconds}")
+    if seconds < 0.1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
 
 
 def _reset_peak() -> bool:

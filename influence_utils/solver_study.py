@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from .plotting import COLORS, new_figure
+from .resources import format_seconds  # re-exported: one duration format for the book
 from .solvers import ArnoldiSolver, ConvergenceWarning, LissaDivergenceError, LissaSolver
 from .utils import pearson, spearman
 
@@ -393,19 +394,6 @@ def pairwise_agreement(scores: Mapping[str, Tensor], method: str = "spearman") -
         for b in names:
             table.loc[a, b] = 1.0 if a == b else corr[method](scores[a], scores[b])
     return table
-
-
-def format_seconds(seconds: float) -> str:
-    """A duration as a string with a unit: ``"4.2 ms"``, ``"0.81 s"``, ``"12.3 s"``, ``"2.1 min"``."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"seconds must be a finite non-negative number, got {seconds}")
-    if seconds < 0.1:
-        return f"{seconds * 1000:.1f} ms"
-    if seconds < 10:
-        return f"{seconds:.2f} s"
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
 
 
 _SUMMARY_COLUMNS = ["accuracy vs exact", "HVPs", "seconds", "failure mode", "when to use"]
