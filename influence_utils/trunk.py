@@ -59,21 +59,34 @@ def _layer_output(out: Any) -> Tensor:
 def _bert_layer_cls(layer: nn.Module, hidden: Tensor, mask: Tensor) -> Tensor:
     """One ``BertLayer`` evaluated at the ``[CLS]`` position only: ``[n, L, H] -> [n, 1, H]``.
 
-    Keys and values are computed for every token (the ``[CLS]`` query attends to all of them);
-    the query, the attention output block and the feed-forward block only for position 0. With
-    the model in eval mode (dropout off) this equals ``layer(hidden, mask)[:, :1]``.
+    The ``[CLS]`` query attends to keys and values of every token, but both are linear in the
+    layer's input ``x_l``, so they never need to be formed. Per head h (query ``q_h``, key and value
+    weights ``W_k,h``, ``W_v,h`` of shape ``[d, H]``):
+
+    * score of token l: ``q_hᵀ(W_k,h x_l + b_k,h) = (W_k,hᵀ q_h)ᵀ x_l + const``, and a constant
+      shift does not change the softmax, so the key bias drops out;
+    * context: ``Σ_l w_l (W_v,h x_l + b_v,h) = W_v,h (Σ_l w_l x_l) + b_v,h`` (the weights sum to 1).
+
+    That costs ``O(H² + heads·L·H)`` per example instead of ``O(L·H²)`` for the keys and values
+    of every token; the query, the attention output block and the feed-forward block run for
+    position 0 alone. With the model in eval mode (dropout off) this equals
+    ``layer(hidden, mask)[:, :1]`` up to rounding (the package's tests check it in float64).
     """
     sa = layer.attention.self
     n, length, width = hidden.shape
     heads, d = sa.num_attention_heads, sa.attention_head_size
     cls = hidden[:, :1]
-    q = sa.query(cls).view(n, 1, heads, d).transpose(1, 2)  # [n, h, 1, d]
-    k = sa.key(hidden).view(n, length, heads, d).transpose(1, 2)  # [n, h, L, d]
-    v = sa.value(hidden).view(n, length, heads, d).transpose(1, 2)
+    q = sa.query(cls).view(n, heads, d)  # [n, h, d]
     scaling = getattr(sa, "scaling", d**-0.5)
-    weights = torch.softmax(q @ k.transpose(2, 3) * scaling + mask, dim=-1)  # [n, h, 1, L]
-    context = (weights @ v).transpose(1, 2).reshape(n, 1, heads * d)
-    attended = layer.attention.output(context, cls)
+    w_k = sa.key.weight.view(heads, d, width)
+    u = torch.einsum("nhd,hdi->nhi", q, w_k)  # [n, h, H]: the query pulled back through W_k
+    scores = torch.einsum("nhi,nli->nhl", u, hidden) * scaling + mask.reshape(-1, 1, length)
+    weights = torch.softmax(scores, dim=-1)  # [n, h, L]
+    pooled = torch.einsum("nhl,nli->nhi", weights, hidden)  # [n, h, H]: attention-weighted inputs
+    context = torch.einsum("nhi,hdi->nhd", pooled, sa.value.weight.view(heads, d, width))
+    if sa.value.bias is not None:
+        context = context + sa.value.bias.view(heads, d)
+    attended = layer.attention.output(context.reshape(n, 1, heads * d), cls)
     return layer.output(layer.intermediate(attended), attended)
 
 
