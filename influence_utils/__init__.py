@@ -14,18 +14,20 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, checkpoints, config, correction, curvature, data, diagnostics, divergence, explore, fading, models, objective, perturbation, plotting, resources, scores, solver_study, solvers, training, trunk, utils
+from . import batching, cache, checkpoints, config, correction, curvature, data, diagnostics, divergence, explore, fading, models, objective, perturbation, plotting, resources, scores, solver_study, solvers, stats, training, trunk, utils
 from .cache import CacheMismatchError, cached
 from .config import Config, get_config
 from .data import load_dataset
 from .curvature import SpectrumSummary, plot_spectrum, spectrum_summary, with_damping
 from .divergence import (
     GrowthFit,
+    GrowthModels,
     LinearResponse,
     PerturbedRuns,
     correlation_vs_steps,
     curvature_growth_rate,
     divergence_curve,
+    fit_growth_models,
     fit_growth_rate,
     fixed_curvature_response,
     linear_response,
@@ -33,7 +35,7 @@ from .divergence import (
     tracin_vs_steps,
 )
 from .diagnostics import Diagnosis, diagnose
-from .fading import FadingStudy, fading_study
+from .fading import FadingStudy, fading_study, log_steps
 from .objective import Objective, per_example_cross_entropy, per_example_squared_error
 from .perturbation import (
     Sweep,
@@ -104,7 +106,9 @@ __all__ = [
     "perturbed_runs",
     "divergence_curve",
     "GrowthFit",
+    "GrowthModels",
     "fit_growth_rate",
+    "fit_growth_models",
     "curvature_growth_rate",
     "LinearResponse",
     "linear_response",
@@ -131,6 +135,7 @@ __all__ = [
     # divergence at scale (chapter 7)
     "FadingStudy",
     "fading_study",
+    "log_steps",
     # modules
     "batching",
     "cache",
@@ -150,6 +155,7 @@ __all__ = [
     "scores",
     "solver_study",
     "solvers",
+    "stats",
     "training",
     "trunk",
     "utils",

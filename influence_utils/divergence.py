@@ -45,7 +45,7 @@ from torch.utils._pytree import tree_map
 from .batching import index_batch, num_examples, validate_batch
 from .objective import Objective
 from .scores import time_bounded_coefficients
-from .training import Trajectory, batch_order
+from .training import Trajectory, _record_steps, batch_order
 from .utils import pearson, progress, spearman
 
 __all__ = [
@@ -54,6 +54,8 @@ __all__ = [
     "divergence_curve",
     "GrowthFit",
     "fit_growth_rate",
+    "GrowthModels",
+    "fit_growth_models",
     "curvature_growth_rate",
     "horizon",
     "LinearResponse",
@@ -65,21 +67,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _record_steps(steps: int, record_every: int | Sequence[int] | None) -> list[int]:
-    if steps < 0 or int(steps) != steps:
-        raise ValueError(f"steps must be a non-negative integer, got {steps}")
-    if record_every is None:
-        return [0, steps]
-    if not isinstance(record_every, int):
-        at = sorted({int(t) for t in record_every})
-        if not at or at[0] < 0 or at[-1] > steps:
-            raise ValueError(f"recorded steps must lie in [0, {steps}], got {list(record_every)}")
-        return at
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    return sorted(set(range(0, steps, record_every)) | {steps})
 
 
 def _tensor_data(data: Any, what: str) -> tuple[Any, Tensor]:
@@ -470,6 +457,114 @@ def fit_growth_rate(
     syy = (dy * dy).sum(-1)
     r2 = torch.where(syy > 0, 1 - (resid * resid).sum(-1) / syy.clamp_min(1e-300), torch.ones_like(syy))
     return GrowthFit(rate, intercept, r2, (int(lo), int(hi)), count.to(torch.long))
+
+
+@dataclass
+class GrowthModels:
+    """An exponential and a power law fitted to the median gap curve of a panel, with intervals.
+
+    ``exponential``: ``log gap = a + rate·t``; ``power law``: ``log gap = a + exponent·log t``,
+    both by least squares on the median over the panel of the gap curves, in a window of steps.
+    Every number is an :class:`~influence_utils.stats.Interval` whose bounds come from a bootstrap
+    over the panel's curves (the perturbed examples z are the resampling unit).
+
+    Attributes:
+        rate: growth rate per step of the exponential (log units).
+        exponent: exponent of the power law.
+        r2_exponential: R² of the exponential fit (in log gap).
+        r2_power: R² of the power-law fit.
+        window: ``(start, stop)`` steps used.
+        n_curves: curves in the panel.
+    """
+
+    rate: Any
+    exponent: Any
+    r2_exponential: Any
+    r2_power: Any
+    window: tuple[int, int]
+    n_curves: int
+
+    @property
+    def shape(self) -> str:
+        """``"power law"`` or ``"exponential"`` when one fit's R² interval lies wholly above the other's, else ``"undecided"``."""
+        if self.r2_power.above(self.r2_exponential):
+            return "power law"
+        if self.r2_exponential.above(self.r2_power):
+            return "exponential"
+        return "undecided"
+
+
+def _log_fits(t: Tensor, log_gap: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Slopes and R² of ``log_gap [B, m]`` against ``t`` and against ``log t`` (vectorised over B)."""
+    def fit(x: Tensor) -> tuple[Tensor, Tensor]:
+        dx = x - x.mean()
+        dy = log_gap - log_gap.mean(-1, keepdim=True)
+        slope = (dy * dx).sum(-1) / (dx * dx).sum()
+        resid = dy - slope.unsqueeze(-1) * dx
+        syy = (dy * dy).sum(-1)
+        r2 = torch.where(syy > 0, 1 - (resid * resid).sum(-1) / syy.clamp_min(1e-300), torch.ones_like(syy))
+        return slope, r2
+
+    rate, r2_exp = fit(t)
+    exponent, r2_pow = fit(t.log())
+    return rate, r2_exp, exponent, r2_pow
+
+
+def fit_growth_models(
+    steps: Sequence[int] | Tensor,
+    gaps: Tensor,
+    window: tuple[int, int] | None = None,
+    *,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> GrowthModels:
+    """Exponential or power law? Both fitted to the median gap of a panel, with bootstrap intervals.
+
+    Args:
+        steps: recorded steps ``[R]``.
+        gaps: ``[k, R]`` one gap curve per perturbed example (e.g. ``runs.gaps``), k ≥ 2.
+        window: ``(start, stop)`` steps to fit (default: every step ≥ 1 with a positive median gap).
+        n_boot: bootstrap replicates (panel curves resampled with replacement).
+        confidence: two-sided level of the intervals.
+        seed: seeds the bootstrap.
+
+    Returns:
+        A :class:`GrowthModels`; :attr:`GrowthModels.shape` names the better fit when their R²
+        intervals do not overlap.
+
+    Raises:
+        ValueError: fewer than 2 curves, fewer than 3 usable steps in the window, or a window
+            that includes step 0 (a power law has no value there).
+    """
+    from .stats import Interval
+
+    s = torch.as_tensor(steps, dtype=torch.float64)
+    g = torch.as_tensor(gaps).to(torch.float64)
+    if g.ndim != 2 or g.shape[1] != s.numel():
+        raise ValueError(f"gaps must be [k, R] with R = {s.numel()} recorded steps, got {tuple(g.shape)}")
+    if g.shape[0] < 2:
+        raise ValueError("need at least 2 gap curves to bootstrap over the panel")
+    lo, hi = (1.0, float(s.max())) if window is None else (float(window[0]), float(window[1]))
+    if lo <= 0:
+        raise ValueError(f"the window must start at a step >= 1 (log t), got {window}")
+    use = (s >= lo) & (s <= hi) & (g.median(0).values > 0)
+    if int(use.sum()) < 3:
+        raise ValueError(f"fewer than 3 recorded steps with a positive gap in the window {(lo, hi)}; widen it")
+    t, g = s[use], g[:, use].clamp_min(1e-300)
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randint(0, g.shape[0], (int(n_boot), g.shape[0]), generator=gen)
+    curves = torch.cat([g.median(0).values[None], g[idx].median(1).values])  # [1 + B, m]
+    fits = _log_fits(t, curves.log())
+    alpha = (1 - confidence) / 2
+
+    def interval(values: Tensor) -> Interval:
+        q = torch.quantile(values[1:], torch.tensor([alpha, 1 - alpha], dtype=values.dtype))
+        return Interval(float(values[0]), float(q[0]), float(q[1]), confidence, int(g.shape[0]))
+
+    rate, r2_exp, exponent, r2_pow = (interval(v) for v in fits)
+    return GrowthModels(rate=rate, exponent=exponent, r2_exponential=r2_exp, r2_power=r2_pow,
+                        window=(int(t.min()), int(t.max())), n_curves=int(g.shape[0]))
 
 
 def curvature_growth_rate(eigenvalues: Tensor, lr: float) -> float:

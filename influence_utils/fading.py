@@ -5,22 +5,27 @@ answers them for any objective and checkpoint with the tools of
 :mod:`influence_utils.divergence`, so every model goes through exactly the same measurement:
 
 1. the spectrum: Arnoldi (:class:`~influence_utils.solvers.ArnoldiSolver`) on the training
-   objective at the checkpoint; among the top Ritz values by magnitude, how many are negative;
+   objective at the checkpoint, over a seeded subsample of ``hessian_examples`` training examples;
+   among the top Ritz values by magnitude, how many are negative, and ``η·λ_max``;
 2. paired runs (:func:`~influence_utils.divergence.perturbed_runs`): from the checkpoint, mini-batch
-   SGD with ε·ℓ(z) added, ε = −1/n (the removal of z), for a panel of training examples z, all
-   with the same batch order as the unperturbed run; the gap ‖θ_ε(t) − θ(t)‖ and the loss of
-   a panel of test queries at every recorded step;
-3. the ε = 0 control: the unperturbed run repeated with another batch order; its distance to the
-   first one is what randomness alone does;
+   SGD with ε·ℓ(z) added, ε = −1/n (the removal of z), for a panel of ``n_z`` training examples z
+   drawn at random, all with the same batch order as the unperturbed run; the gap
+   ‖θ_ε(t) − θ(t)‖ and the loss of ``n_queries`` test queries at log-spaced steps (:func:`log_steps`);
+3. the ε = 0 control: the unperturbed run repeated with ``control_seeds`` other batch orders; its
+   distance to the first one is what randomness alone does;
 4. three estimators of the same quantity, in the units and sign of
    :func:`~influence_utils.scores.influence` (positive: z helps the query): ABIF (Arnoldi IF on
    the positive eigenspace, one prediction for every T), time-bounded IF on the same eigenpairs
-   (one per T) and TracIn over the recorded checkpoints of the unperturbed run (one per T);
-   their Pearson and Spearman correlation with the measured change as a function of T
-   (:func:`~influence_utils.divergence.correlation_vs_steps`), against the paired run and
-   against the control;
-5. a log-linear fit of the gap growth (:func:`~influence_utils.divergence.fit_growth_rate`), and
-   wall time and peak memory (:func:`~influence_utils.resources.measure`).
+   (one per T) and TracIn over the recorded checkpoints of the unperturbed run (one per T); their
+   Pearson and Spearman correlation with the measured change at every T, each with a 95 %
+   bootstrap interval that resamples the training examples z and the queries together
+   (:func:`~influence_utils.stats.bootstrap_correlations`, the same resamples for every T);
+5. the growth of the gap fitted as an exponential and as a power law, with R² and bootstrap
+   intervals over the panel (:func:`~influence_utils.divergence.fit_growth_models`); wall time
+   and peak memory (:func:`~influence_utils.resources.measure`).
+
+:meth:`FadingStudy.fades` decides "influence fades" by a criterion on the intervals: the
+correlation's upper bound at the last horizon lies below its lower bound at the first one.
 """
 
 from __future__ import annotations
@@ -28,18 +33,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .batching import index_batch, num_examples
-from .divergence import GrowthFit, correlation_vs_steps, divergence_curve, fit_growth_rate, perturbed_runs, tracin_vs_steps
+from .divergence import (GrowthFit, GrowthModels, divergence_curve, fit_growth_models, fit_growth_rate,
+                         perturbed_runs, tracin_vs_steps)
 from .objective import Objective
 from .resources import Measurement, measure
 from .scores import influence, time_bounded_influence
 from .solvers import ArnoldiSolver
 from .training import train as sgd_train
 
-__all__ = ["FadingStudy", "fading_study", "study_settings", "top_by_magnitude"]
+__all__ = ["FadingStudy", "fading_study", "study_settings", "top_by_magnitude", "log_steps", "ESTIMATORS"]
+
+#: The estimators every study compares, in the order of its tables.
+ESTIMATORS = ("ABIF", "time-bounded IF", "TracIn")
 
 
 def top_by_magnitude(values: Tensor, k: int) -> Tensor:
@@ -48,15 +58,36 @@ def top_by_magnitude(values: Tensor, k: int) -> Tensor:
     return values[idx].sort(descending=True).values
 
 
+def log_steps(horizon: int, points: int = 12) -> list[int]:
+    """About ``points`` log-spaced steps from 1 to ``horizon``, with 0 first: the recording grid.
+
+    Args:
+        horizon: the last step (≥ 1), always included.
+        points: how many positive steps to aim for (≥ 2); rounding to integers merges a few
+            near 1, so the grid can be shorter.
+
+    Raises:
+        ValueError: for ``horizon < 1`` or ``points < 2``.
+    """
+    if int(horizon) != horizon or horizon < 1:
+        raise ValueError(f"horizon must be a positive integer number of steps, got {horizon}")
+    if points < 2:
+        raise ValueError(f"points must be >= 2, got {points}")
+    grid = np.unique(np.round(np.geomspace(1, horizon, int(points))).astype(int))
+    return [0, *(int(v) for v in grid)]
+
+
 def study_settings(section: Any) -> dict:
     """The keyword arguments of :func:`fading_study` from a config section such as ``cfg.ch7``.
 
-    Reads ``n_z, n_queries, horizon, record_every, batch_size, arnoldi_rank, arnoldi_iterations,
-    grad_chunk`` (and ``seed`` when present); the step size is the model's own, pass ``lr=``.
+    Reads ``n_z, n_queries, record_points, arnoldi_rank, arnoldi_iterations, hessian_examples,
+    control_seeds, n_boot, grad_chunk`` (and ``seed`` when present); the horizon, step size and
+    batch size are the model's own: pass ``horizon=``, ``lr=`` and ``batch_size=``.
     """
-    kw = dict(n_z=section.n_z, n_queries=section.n_queries, horizon=section.horizon,
-              record_every=section.record_every, batch_size=section.batch_size, rank=section.arnoldi_rank,
-              iterations=section.arnoldi_iterations, grad_chunk=section.grad_chunk)
+    kw = dict(n_z=section.n_z, n_queries=section.n_queries, record_points=section.record_points,
+              rank=section.arnoldi_rank, iterations=section.arnoldi_iterations,
+              hessian_examples=section.hessian_examples, control_seeds=section.control_seeds,
+              n_boot=section.n_boot, grad_chunk=section.grad_chunk)
     if hasattr(section, "seed"):
         kw["seed"] = section.seed
     return kw
@@ -70,22 +101,26 @@ class FadingStudy:
         name: the model's label.
         p: number of parameters in θ.
         n: number of training examples.
-        lr: SGD step size of the paired runs.
-        steps: recorded steps ``[R]`` (0 = the checkpoint).
+        lr: SGD step size η of the paired runs.
+        batch_size: examples per step (``None``: full batch).
+        steps: recorded steps ``[R]`` (0 = the checkpoint), log-spaced.
         z_index: ``[k]`` the training examples z of the panel.
         query_index: ``[n_q]`` the test queries.
+        hessian_examples: training examples the Arnoldi fit used.
         eigenvalues: ``[r]`` the top Ritz values of the Hessian by magnitude, descending.
         n_negative: how many of them are negative.
         gaps: ``[k, R]`` ‖θ_ε(t) − θ(t)‖ of each paired run (ε = −1/n).
-        control_gaps: ``[R]`` ‖θ'(t) − θ(t)‖ between the unperturbed run and an ε = 0 run with
-            another batch order.
-        growth: per-curve log-linear fit of ``gaps`` over steps ``record_every .. horizon``.
+        control_gaps: ``[S, R]`` ‖θ'(t) − θ(t)‖ between the unperturbed run and ε = 0 runs with
+            ``S`` other batch orders.
+        growth: per-curve log-linear fit of ``gaps`` (:class:`~influence_utils.divergence.GrowthFit`).
+        growth_models: exponential against power law with intervals
+            (:class:`~influence_utils.divergence.GrowthModels`).
         actual: ``[R, n_q, k]`` measured effect of removing z on each query's loss (score units).
-        actual_control: the same, measured against the control run (randomness included).
+        actual_control: ``[S, R, n_q, k]`` the same, measured against each control run.
         predictions: estimator name → ``[n_q, k]`` or ``[R, n_q, k]`` scores.
-        table: Pearson/Spearman of each estimator against ``actual`` at each T (a DataFrame with
-            columns ``estimator, T, pearson, spearman``).
-        control_table: the same against ``actual_control``.
+        table: one row per (estimator, T): ``pearson, pearson_low, pearson_high, spearman,
+            spearman_low, spearman_high`` (intervals: bootstrap over z and queries).
+        control_table: the same per control seed (column ``seed``), against ``actual_control``.
         measurement: wall time and peak memory of the study.
     """
 
@@ -93,14 +128,17 @@ class FadingStudy:
     p: int
     n: int
     lr: float
+    batch_size: int | None
     steps: list[int]
     z_index: Tensor
     query_index: Tensor
+    hessian_examples: int
     eigenvalues: Tensor
     n_negative: int
     gaps: Tensor
     control_gaps: Tensor
     growth: GrowthFit
+    growth_models: GrowthModels
     actual: Tensor = field(repr=False)
     actual_control: Tensor = field(repr=False)
     predictions: dict = field(repr=False)
@@ -110,35 +148,109 @@ class FadingStudy:
 
     @property
     def rate(self) -> float:
-        """Median fitted growth rate of the gap per step over the panel (log units)."""
+        """Median fitted exponential growth rate of the gap per step over the panel (log units)."""
         return float(self.growth.rate.median())
+
+    @property
+    def lambda_max(self) -> float:
+        """The largest Ritz value of the Hessian at the checkpoint."""
+        return float(self.eigenvalues.max())
+
+    @property
+    def eta_lambda_max(self) -> float:
+        """``η·λ_max``: gradient descent on the local quadratic is stable below 2."""
+        return self.lr * self.lambda_max
+
+    @property
+    def steps_per_epoch(self) -> float:
+        """Steps that see every training example once (1 for full batch)."""
+        return 1.0 if self.batch_size is None else self.n / self.batch_size
+
+    @property
+    def epochs(self) -> float:
+        """The horizon in epochs of the training set."""
+        return self.steps[-1] / self.steps_per_epoch
 
     @property
     def relative_gaps(self) -> Tensor:
         """``[k, R]`` gaps divided by each run's gap after the first recorded step (> 0)."""
         return self.gaps / self.gaps[:, 1:2]
 
-    def correlation(self, estimator: str, T: int | None = None, method: str = "pearson",
-                    control: bool = False) -> float:
-        """One entry of ``table`` (or ``control_table``); ``T=None``: the last horizon."""
+    def correlation(self, estimator: str, T: int | None = None, method: str = "pearson", control: bool = False):
+        """One correlation with its interval (:class:`~influence_utils.stats.Interval`).
+
+        Args:
+            estimator: one of :data:`ESTIMATORS`.
+            T: the horizon (a recorded step); ``None``: the last one.
+            method: ``"pearson"`` or ``"spearman"``.
+            control: against the control runs: the mean over control seeds of the estimate and
+                of each bound.
+        """
+        from .stats import Interval
+
+        if method not in ("pearson", "spearman"):
+            raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
         table = self.control_table if control else self.table
         T = self.steps[-1] if T is None else T
-        row = table[(table.estimator == estimator) & (table["T"] == T)]
-        if row.empty:
+        rows = table[(table.estimator == estimator) & (table["T"] == T)]
+        if rows.empty:
             raise KeyError(f"no row for estimator {estimator!r} at T={T}; have {sorted(set(table.estimator))} "
                            f"at T in {self.steps}")
-        return float(row[method].iloc[0])
+        est, low, high = (float(rows[c].mean()) for c in (method, f"{method}_low", f"{method}_high"))
+        return Interval(est, low, high, 0.95, len(self.z_index) * len(self.query_index))
 
-    def curve(self, estimator: str, method: str = "pearson", control: bool = False) -> tuple[list[int], list[float]]:
-        """``(T values, correlations)`` of one estimator, T = 0 (no change yet) left out."""
+    def fades(self, estimator: str = "time-bounded IF", method: str = "pearson", early: int | None = None,
+              late: int | None = None) -> bool:
+        """True when the correlation at ``late`` lies wholly below the one at ``early`` (intervals).
+
+        Defaults: ``early`` the first recorded step after 0, ``late`` the last one.
+        """
+        early = self.steps[1] if early is None else early
+        return self.correlation(estimator, late, method).below(self.correlation(estimator, early, method))
+
+    def curve(self, estimator: str, method: str = "pearson", control: bool = False):
+        """A DataFrame ``T, estimate, low, high`` of one estimator (T = 0 left out; control: seed means)."""
         table = self.control_table if control else self.table
         rows = table[(table.estimator == estimator) & (table["T"] > 0)]
-        return rows["T"].tolist(), rows[method].tolist()
+        cols = {method: "estimate", f"{method}_low": "low", f"{method}_high": "high"}
+        return rows.groupby("T", as_index=False)[list(cols)].mean().rename(columns=cols)
 
     def __repr__(self) -> str:
-        return (f"FadingStudy({self.name!r}, p={self.p:,}, n={self.n}, runs={len(self.z_index)}, "
-                f"T={self.steps[-1]}, negative eigenvalues {self.n_negative}/{len(self.eigenvalues)}, "
-                f"median rate {self.rate:.3g}/step)")
+        return (f"FadingStudy({self.name!r}, p={self.p:,}, n={self.n}, panel {len(self.z_index)} z × "
+                f"{len(self.query_index)} queries, T={self.steps[-1]} ({self.epochs:.1f} epochs), "
+                f"η·λ_max={self.eta_lambda_max:.2f}, negative eigenvalues {self.n_negative}/{len(self.eigenvalues)}, "
+                f"gap growth {self.growth_models.shape})")
+
+
+def _subsample(data: tuple, size: int | None, gen: torch.Generator) -> tuple:
+    n = num_examples(data)
+    if size is None or size >= n:
+        return data
+    idx = torch.randperm(n, generator=gen)[:size].sort().values.to(data[1].device)
+    return index_batch(data[0], idx), data[1][idx]
+
+
+def _correlation_table(predictions: dict, actual: Tensor, steps: list[int], n_boot: int, seed: int):
+    """Pearson and Spearman with bootstrap intervals (z and queries resampled) for every estimator and T."""
+    import pandas as pd
+
+    from .stats import bootstrap_correlations
+
+    rows = []
+    live = [r for r, T in enumerate(steps) if T > 0 and torch.any(actual[r] != 0)]
+    for name, pred in predictions.items():
+        pred = pred.unsqueeze(0).expand_as(actual) if pred.shape == actual.shape[1:] else pred
+        if pred.shape != actual.shape:
+            raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
+        xs, ys = [pred[r].double().numpy() for r in live], [actual[r].double().numpy() for r in live]
+        result = {m: bootstrap_correlations(xs, ys, method=m, unit="both", n_boot=n_boot, seed=seed)
+                  for m in ("pearson", "spearman")}
+        for i, r in enumerate(live):
+            row = {"estimator": name, "T": int(steps[r])}
+            for m, intervals in result.items():
+                row.update({m: intervals[i].estimate, f"{m}_low": intervals[i].low, f"{m}_high": intervals[i].high})
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def fading_study(
@@ -148,16 +260,20 @@ def fading_study(
     test: tuple,
     *,
     name: str = "",
-    n_z: int = 6,
-    n_queries: int = 40,
-    horizon: int = 40,
-    record_every: int = 4,
+    n_z: int = 16,
+    n_queries: int = 100,
+    horizon: int = 100,
+    record_points: int = 12,
     lr: float = 0.1,
     batch_size: int | None = 32,
     seed: int = 0,
     rank: int = 20,
     iterations: int = 40,
+    hessian_examples: int | None = 500,
+    control_seeds: int = 3,
+    n_boot: int = 1000,
     grad_chunk: int = 32,
+    solver: ArnoldiSolver | None = None,
 ) -> FadingStudy:
     """Measure parameter divergence and the fading of influence from one checkpoint.
 
@@ -165,58 +281,93 @@ def fading_study(
         obj: the training objective (θ may be a subset of the model's parameters, e.g. the top
             model of :func:`~influence_utils.trunk.split` on cached features).
         theta: the checkpoint ``[p]``.
-        train: training data ``(inputs, targets)`` (n examples): the objective of the runs and
-            of the Hessian.
+        train: training data ``(inputs, targets)`` (n examples): the objective of the runs.
         test: test data; ``n_queries`` of them are tracked.
         name: label of the model.
-        n_z: training examples in the panel (drawn with ``seed``).
-        n_queries: test queries (drawn with ``seed``).
-        horizon: SGD steps of the paired runs; ``record_every``: recording interval.
+        n_z: training examples in the panel (drawn at random with ``seed``), ≥ 2.
+        n_queries: test queries (drawn with ``seed``), ≥ 2.
+        horizon: SGD steps of the paired runs, recorded at :func:`log_steps` (``record_points``).
         lr: SGD step size; ``batch_size``: examples per step (``None``: full batch).
-        seed: batch order of the paired runs (the control uses ``seed + 1``) and the panels.
+        seed: batch order of the paired runs (the controls use ``seed + 1 …``), the panels, the
+            Hessian subsample and the bootstrap.
         rank: top Ritz values reported, and positive eigenpairs kept for ABIF and time-bounded IF.
-        iterations: Arnoldi iterations (Hessian-vector products on the whole training set).
+        iterations: Arnoldi iterations (Hessian-vector products on the subsample).
+        hessian_examples: training examples (a seeded subsample) the Hessian is taken over
+            (``None``: all). Scores still use 1/n with n the full training set.
+        control_seeds: ε = 0 runs with other batch orders (≥ 1).
+        n_boot: bootstrap replicates of every interval.
         grad_chunk: examples whose per-example gradients are held at once (bounded memory:
             ``grad_chunk · p`` numbers).
+        solver: a fitted :class:`~influence_utils.solvers.ArnoldiSolver` at ``theta`` to reuse
+            (e.g. across a sweep of step sizes); ``hessian_examples`` is then only reported.
 
     Returns:
         A :class:`FadingStudy`.
+
+    Raises:
+        ValueError: an empty or one-example panel, more panel examples or queries than the data
+            has, a horizon shorter than one recorded step, or no control seed.
     """
-    n = num_examples(train)
+    n, n_test = num_examples(train), num_examples(test)
+    if not 2 <= n_z <= n:
+        raise ValueError(f"n_z must be between 2 and the {n} training examples, got {n_z}")
+    if not 2 <= n_queries <= n_test:
+        raise ValueError(f"n_queries must be between 2 and the {n_test} test examples, got {n_queries}")
+    if control_seeds < 1:
+        raise ValueError(f"control_seeds must be >= 1, got {control_seeds}")
+    record = log_steps(horizon, record_points)
     gen = torch.Generator().manual_seed(seed)
     z_index = torch.randperm(n, generator=gen)[:n_z].sort().values
-    query_index = torch.randperm(num_examples(test), generator=gen)[:n_queries].sort().values
+    query_index = torch.randperm(n_test, generator=gen)[:n_queries].sort().values
     z = (index_batch(train[0], z_index.to(train[1].device)), train[1][z_index.to(train[1].device)])
     queries = (index_batch(test[0], query_index.to(test[1].device)), test[1][query_index.to(test[1].device)])
+    hessian_data = _subsample(train, hessian_examples, gen)
+    run_kw = dict(steps=horizon, lr=lr, batch_size=batch_size, record_every=record)
     saved_chunk = obj.chunk_size
     obj.chunk_size = grad_chunk
     try:
         with measure(name) as m:
-            solver = ArnoldiSolver(rank=rank, iterations=iterations, positive_only=True, seed=seed).fit(obj, theta, train)
+            if solver is None:
+                solver = ArnoldiSolver(rank=rank, iterations=iterations, positive_only=True,
+                                       seed=seed).fit(obj, theta, hessian_data)
             eig = top_by_magnitude(solver.ritz_values, rank).cpu()
-            runs = perturbed_runs(obj, theta, train, z, -1.0 / n, steps=horizon, lr=lr, batch_size=batch_size,
-                                  seed=seed, record_every=record_every, test=queries, progress_bar=False)
-            control = sgd_train(obj, theta, train, steps=horizon, lr=lr, batch_size=batch_size, seed=seed + 1,
-                                record_every=record_every, progress_bar=False)
-            control_gaps = divergence_curve(runs.base, control)[0]
-            control_losses = torch.stack([obj.per_example_losses(t, queries) for t in control.thetas])
+            runs = perturbed_runs(obj, theta, train, z, -1.0 / n, seed=seed, test=queries, progress_bar=False,
+                                  **run_kw)
+            controls = [sgd_train(obj, theta, train, seed=seed + 1 + c, progress_bar=False, **run_kw)
+                        for c in range(control_seeds)]
+            control_gaps = divergence_curve(runs.base, *controls)
             actual = runs.actual_scores()
-            actual_control = runs.actual_scores(reference_losses=control_losses)
+            actual_control = torch.stack([
+                runs.actual_scores(reference_losses=torch.stack([obj.per_example_losses(t, queries)
+                                                                 for t in c.thetas]))
+                for c in controls])
             kw = dict(n=n, chunk_size=grad_chunk)
             predictions = {
                 "ABIF": influence(obj, theta, solver, train=z, test=queries, progress_bar=False, **kw),
                 "time-bounded IF": time_bounded_influence(obj, theta, solver, z, queries, steps=runs.steps, lr=lr, **kw),
                 "TracIn": tracin_vs_steps(obj, runs.base, runs.steps, lr, z, queries, horizons=runs.steps, n=n),
             }
-            table = correlation_vs_steps(predictions, actual, runs.steps)
-            control_table = correlation_vs_steps(predictions, actual_control, runs.steps)
-            growth = fit_growth_rate(runs.steps, runs.gaps, window=(record_every, horizon))
+            predictions = {k: v.detach().cpu() for k, v in predictions.items()}
+            actual, actual_control = actual.detach().cpu(), actual_control.detach().cpu()
+            table = _correlation_table(predictions, actual, runs.steps, n_boot, seed)
+            control_table = _control_table(predictions, actual_control, runs.steps, n_boot, seed)
+            window = (record[1], horizon)
+            growth = fit_growth_rate(runs.steps, runs.gaps.cpu(), window=window)
+            growth_models = fit_growth_models(runs.steps, runs.gaps.cpu(), window=window, n_boot=n_boot, seed=seed)
     finally:
         obj.chunk_size = saved_chunk
     return FadingStudy(
-        name=name, p=obj.p, n=n, lr=float(lr), steps=list(runs.steps), z_index=z_index, query_index=query_index,
-        eigenvalues=eig, n_negative=int((eig < 0).sum()), gaps=runs.gaps.cpu(), control_gaps=control_gaps.cpu(),
-        growth=growth, actual=actual.cpu(), actual_control=actual_control.cpu(),
-        predictions={k: v.cpu() for k, v in predictions.items()}, table=table, control_table=control_table,
-        measurement=m,
+        name=name, p=obj.p, n=n, lr=float(lr), batch_size=batch_size, steps=list(runs.steps), z_index=z_index,
+        query_index=query_index, hessian_examples=num_examples(hessian_data), eigenvalues=eig,
+        n_negative=int((eig < 0).sum()), gaps=runs.gaps.cpu(), control_gaps=control_gaps.cpu(), growth=growth,
+        growth_models=growth_models, actual=actual, actual_control=actual_control, predictions=predictions,
+        table=table, control_table=control_table, measurement=m,
     )
+
+
+def _control_table(predictions: dict, actual_control: Tensor, steps: list[int], n_boot: int, seed: int):
+    import pandas as pd
+
+    parts = [_correlation_table(predictions, a, steps, n_boot, seed).assign(seed=s)
+             for s, a in enumerate(actual_control)]
+    return pd.concat(parts, ignore_index=True)

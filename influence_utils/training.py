@@ -170,11 +170,18 @@ class _Proximal:
         return _Proximal(obj, theta0, data, proximal, bregman)
 
 
-def _record_steps(steps: int, record_every: int | None) -> list[int]:
+def _record_steps(steps: int, record_every: int | Sequence[int] | None) -> list[int]:
+    if steps < 0 or int(steps) != steps:
+        raise ValueError(f"steps must be a non-negative integer, got {steps}")
     if record_every is None:
         return [0, steps]
+    if not isinstance(record_every, int):
+        at = sorted({int(t) for t in record_every})
+        if not at or at[0] < 0 or at[-1] > steps:
+            raise ValueError(f"recorded steps must lie in [0, {steps}], got {list(record_every)}")
+        return at
     if record_every < 1:
-        raise ValueError("record_every must be >= 1")
+        raise ValueError(f"record_every must be >= 1, got {record_every}")
     return sorted(set(range(0, steps, record_every)) | {steps})
 
 
@@ -189,7 +196,7 @@ def train(
     seed: int = 0,
     weights: Tensor | None = None,
     perturbation: tuple[Any, float] | None = None,
-    record_every: int | None = None,
+    record_every: int | Sequence[int] | None = None,
     progress_bar: bool | None = None,
     proximal: float = 0.0,
     bregman: bool = False,
@@ -211,7 +218,8 @@ def train(
         weights: per-example weights ``[n]`` (0 removes an example, keeping the 1/n scaling).
         perturbation: ``(z, eps)`` adds ``eps · Σ_{z_k ∈ z} ℓ(z_k; θ)`` to every step's objective;
             ``z`` is an ``(inputs, targets)`` batch.
-        record_every: record θ every this many steps (the start and end are always recorded).
+        record_every: record θ every this many steps (the start and end are always recorded),
+            or a list of the steps to record (e.g. :func:`~influence_utils.fading.log_steps`).
         progress_bar: show a progress bar (default: interactive use only).
         proximal: λ ≥ 0: add ``(λ/2)‖θ − theta0‖²`` to every step's objective, so training is
             fine-tuning that stays near its start (the proximal objective of Bae et al. 2022).
@@ -263,7 +271,7 @@ def paired_runs(
     lr: float,
     batch_size: int | None = None,
     seed: int = 0,
-    record_every: int | None = None,
+    record_every: int | Sequence[int] | None = None,
 ) -> tuple[Trajectory, Trajectory]:
     """Two runs from ``theta0`` with the same batch order that differ only by ``eps · ℓ(z)``.
 
