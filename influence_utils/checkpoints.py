@@ -42,7 +42,8 @@ from .training import train as sgd_train
 from .trunk import cifar_resnet18, split, trunk_features
 from .utils import progress
 
-__all__ = ["TopLayerCheckpoint", "checkpoint", "build_model", "pretrain", "tokenizer_for", "MODELS"]
+__all__ = ["TopLayerCheckpoint", "checkpoint", "build_model", "pretrain", "tokenizer_for", "MODELS",
+           "token_coverage", "choose_max_length", "linear_probe", "ProbeResult"]
 
 #: Model names a :class:`~influence_utils.config.TopLayerTask` may use, and what they are.
 MODELS = {
@@ -179,7 +180,7 @@ def tokenizer_for(task: TopLayerTask):
 
 
 def pretrain(model: nn.Module, data: tuple, *, epochs: int, lr: float, batch_size: int, seed: int = 0,
-             weight_decay: float = 0.0, progress_bar: bool | None = None) -> Tensor:
+             weight_decay: float = 0.0, schedule: str = "constant", progress_bar: bool | None = None) -> Tensor:
     """Train every parameter of ``model`` with Adam on mini-batches, in place (deterministic).
 
     Used for the vision models, whose trunk must learn features before it is frozen.
@@ -189,26 +190,53 @@ def pretrain(model: nn.Module, data: tuple, *, epochs: int, lr: float, batch_siz
         data: ``(images [n, C, H, W], labels [n])``.
         epochs, lr, batch_size: Adam schedule; the batch order is seeded by ``seed``.
         weight_decay: Adam's L2 term.
+        schedule: the step size at step t of T = ``epochs`` × ⌈n / batch_size⌉: ``"constant"``
+            (``lr``), ``"cosine"`` (``lr``·(1 + cos(πt/T))/2) or ``"onecycle"`` (linear warm-up
+            from ``lr``/10 to ``lr`` over the first quarter of the steps, then cosine decay to 0).
 
     Returns:
         ``[epochs]`` mean training loss per epoch.
+
+    Raises:
+        ValueError: for an unknown ``schedule``.
     """
+    import math
+
+    if schedule not in ("constant", "cosine", "onecycle"):
+        raise ValueError(f"unknown pretraining schedule {schedule!r}; choose 'constant', 'cosine' or 'onecycle'")
     x, y = data
+    n = y.shape[0]
+    total = epochs * math.ceil(n / batch_size)
+    warm = max(1, total // 4)
+
+    def step_size(t: int) -> float:
+        if schedule == "cosine":
+            return lr * 0.5 * (1 + math.cos(math.pi * t / total))
+        if schedule == "onecycle":
+            if t < warm:
+                return lr * (0.1 + 0.9 * t / warm)
+            return lr * 0.5 * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
+        return lr
+
     device = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     history = []
+    t = 0
     for _ in progress(range(epochs), desc="pretraining", total=epochs, show=progress_bar):
-        order = torch.randperm(y.shape[0], generator=gen)
-        total = 0.0
-        for s in range(0, y.shape[0], batch_size):
+        order = torch.randperm(n, generator=gen)
+        total_loss = 0.0
+        for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
+            for group in opt.param_groups:
+                group["lr"] = step_size(t)
             loss = per_example_cross_entropy(model(x[idx].to(device)), y[idx].to(device)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * idx.numel()
-        history.append(total / y.shape[0])
+            t += 1
+            total_loss += float(loss.detach()) * idx.numel()
+        history.append(total_loss / n)
     model.eval()
     return torch.tensor(history)
 
@@ -279,7 +307,8 @@ def checkpoint(
         def run_pretraining() -> dict:
             model.to(device)
             losses = pretrain(model, dataset.train, epochs=task.pretrain_epochs, lr=task.pretrain_lr,
-                              batch_size=task.batch_size, seed=task.seed, progress_bar=progress_bar)
+                              batch_size=task.batch_size, seed=task.seed, schedule=task.pretrain_schedule,
+                              progress_bar=progress_bar)
             return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "losses": losses}
 
         pre = cached(f"{stem}-pretrained", key, run_pretraining, **opts)
@@ -287,23 +316,7 @@ def checkpoint(
         pretrain_losses = pre["losses"]
     model.to(device).eval()
 
-    def encode(texts_or_images):
-        if not dataset.is_text:
-            return texts_or_images
-        from .models import encode_texts
-
-        tok = tokenizer if tokenizer is not None else tokenizer_for(task)
-        return encode_texts(tok, texts_or_images, max_length=task.max_length)
-
-    def run_trunk() -> dict:
-        feats = {}
-        for part, (x, _) in (("train", dataset.train), ("test", dataset.test)):
-            f = trunk_features(model, _to(encode(x), device) if dataset.is_text else x, task.n_top,
-                               progress_bar=progress_bar)
-            feats[part] = _to(f, "cpu")
-        return feats
-
-    feats = cached(f"{stem}-features", key, run_trunk, **opts)
+    feats = _trunk_stage(task, dataset, model, tokenizer, device, key, opts, progress_bar)
     train = (_to(feats["train"], device), dataset.train[1].to(device))
     test = (_to(feats["test"], device), dataset.test[1].to(device))
 
@@ -324,3 +337,190 @@ def checkpoint(
         test=test, train_inputs=dataset.train[0], test_inputs=dataset.test[0],
         class_names=dataset.class_names, losses=fine["losses"], pretrain_losses=pretrain_losses,
     )
+
+
+# ---------------------------------------------------------------------------------- text lengths and the probe
+
+
+def _token_lengths(texts, tokenizer) -> list[int]:
+    texts = list(texts)
+    if not texts:
+        raise ValueError("texts is empty: there is nothing to measure")
+    ids = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    return [len(t) for t in ids]
+
+
+def token_coverage(texts, tokenizer, max_length: int) -> float:
+    """Fraction of ``texts`` whose whole tokenization (``[CLS]`` and ``[SEP]`` included) fits ``max_length``.
+
+    The snippets that do not fit are truncated by :func:`~influence_utils.models.encode_texts`.
+
+    Raises:
+        ValueError: ``texts`` is empty or ``max_length < 1``.
+    """
+    if int(max_length) < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    lengths = _token_lengths(texts, tokenizer)
+    return sum(n <= max_length for n in lengths) / len(lengths)
+
+
+def choose_max_length(texts, tokenizer, coverage: float = 0.9, multiple: int = 8) -> int:
+    """The smallest multiple of ``multiple`` whose :func:`token_coverage` of ``texts`` is at least ``coverage``.
+
+    Raises:
+        ValueError: ``texts`` is empty, ``coverage`` is not in (0, 1], or ``multiple < 1``.
+    """
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage must be in (0, 1], got {coverage}")
+    if int(multiple) < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    lengths = sorted(_token_lengths(texts, tokenizer))
+    n = len(lengths)
+    k = next(i for i in range(1, n + 1) if i / n >= coverage)  # snippets that must fit
+    return -(-lengths[k - 1] // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A logistic-regression probe on the frozen encoder's mean-pooled features (:func:`linear_probe`).
+
+    Attributes:
+        train_accuracy, test_accuracy: accuracies on the task's training and test sets.
+        n_train, n_test: their sizes.
+        max_length: the tokenization length (the task's).
+        feature_dim: width of the pooled features (384 for MiniLM).
+    """
+
+    train_accuracy: float
+    test_accuracy: float
+    n_train: int
+    n_test: int
+    max_length: int
+    feature_dim: int
+
+
+def _task_dataset(task: TopLayerTask) -> Dataset:
+    """The data :func:`checkpoint` loads for ``task``."""
+    kwargs = dict(n_train=task.n_train, n_test=task.n_test, seed=task.seed)
+    if task.dataset in ("mnist5k", "cifar10"):
+        kwargs["flatten"] = False
+    return load_dataset(task.dataset, **kwargs)
+
+
+def _trunk_stage(task: TopLayerTask, dataset: Dataset, model: nn.Module, tokenizer: Any, device, key: dict,
+                 opts: dict, progress_bar: bool | None = None) -> dict:
+    """The ``"<model>-features"`` stage of :func:`checkpoint`: the frozen trunk's outputs, cached.
+
+    :func:`linear_probe` calls it with the same key, so the probe and the checkpoint of one text
+    task run the trunk once between them. ``model`` must be float32 in eval mode (and pretrained,
+    for vision tasks), ``key`` the one :func:`checkpoint` uses, ``opts`` the cache's ``root`` and
+    ``refresh``.
+    """
+    def encode(x: Any) -> Any:
+        if not dataset.is_text:
+            return x
+        from .models import encode_texts
+
+        tok = tokenizer if tokenizer is not None else tokenizer_for(task)
+        return _to(encode_texts(tok, x, max_length=task.max_length), device)
+
+    def run_trunk() -> dict:
+        model.to(device)
+        return {part: _to(trunk_features(model, encode(x), task.n_top, progress_bar=progress_bar), "cpu")
+                for part, (x, _) in (("train", dataset.train), ("test", dataset.test))}
+
+    return cached(f"{task.model}-features", key, run_trunk, **opts)
+
+
+@torch.no_grad()
+def _mean_pooled_top(model: nn.Module, features: tuple, n_top: int, device, chunk_size: int = 64) -> Tensor:
+    """Run the top ``n_top`` encoder layers in full on trunk features; mean over non-padding tokens: ``[n, H]``."""
+    from .trunk import _layer_output
+
+    layers = model.model.bert.encoder.layer[len(model.model.bert.encoder.layer) - n_top :]
+    hidden, mask = features
+    pooled = []
+    for s in range(0, hidden.shape[0], chunk_size):
+        h = hidden[s : s + chunk_size].to(device)
+        m = mask[s : s + chunk_size].to(device, h.dtype).clamp_min(torch.finfo(h.dtype).min)
+        for layer in layers:
+            h = _layer_output(layer(h, m))
+        keep = (m[:, 0, 0, :] == 0).to(h.dtype)[:, :, None]  # additive mask: 0 where attended
+        pooled.append(((h * keep).sum(1) / keep.sum(1)).cpu())
+    return torch.cat(pooled)
+
+
+def linear_probe(
+    task: TopLayerTask,
+    *,
+    dataset: Dataset | None = None,
+    model: nn.Module | None = None,
+    tokenizer: Any = None,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    device: str | torch.device = "cpu",
+    root: str | None = None,
+    refresh: bool = False,
+) -> ProbeResult:
+    """The reference a text checkpoint should reach: a linear probe on the frozen, untrained encoder.
+
+    The pretrained encoder of ``task`` (:func:`build_model`, all layers, nothing trained) runs
+    once over the training and test snippets of the very split and tokenization
+    :func:`checkpoint` uses; its last hidden states are averaged over the non-padding tokens,
+    standardised with the training set's mean and deviation, and a scikit-learn
+    ``LogisticRegression(C=C, max_iter=max_iter)`` (lbfgs, deterministic) is fitted on the
+    training set. Cached under the name ``"<model>-probe"``, keyed like :func:`checkpoint`'s
+    stages (every field of ``task``, a digest of the data and the untrained model) plus ``C``
+    and ``max_iter``.
+
+    The encoder's lower layers are :func:`checkpoint`'s trunk stage itself (same cache entry,
+    ``"<model>-features"``): whichever of the two runs first pays for them, and the probe adds
+    only the ``n_top`` top layers, run in full on the cached features (all tokens, not only
+    ``[CLS]``). Pass an *untrained* ``model`` (not one :func:`checkpoint` has already trained).
+
+    Args:
+        task: a text task (``model`` ``"minilm"`` or ``"bert-base"``).
+        dataset, model, tokenizer: as in :func:`checkpoint` (tests inject tiny ones).
+        C, max_iter: of the logistic regression.
+        device: where the encoder runs.
+        root, refresh: as in :func:`checkpoint`.
+
+    Raises:
+        ValueError: for a vision task or data that are not text.
+    """
+    if task.model not in ("minilm", "bert-base") or (dataset is not None and not dataset.is_text):
+        raise ValueError(f"linear_probe needs a text task (model 'minilm' or 'bert-base' on text data), "
+                         f"got model {task.model!r} on {task.dataset!r}")
+    dataset = _task_dataset(task) if dataset is None else dataset
+    if not dataset.is_text:
+        raise ValueError(f"linear_probe needs text data, got {dataset.name!r}")
+    if task.pretrain_epochs:
+        raise ValueError("linear_probe probes the pretrained encoder as checkpoint() uses it; "
+                         f"set pretrain_epochs=0 (got {task.pretrain_epochs}) for a text task")
+    if model is None:
+        model = build_model(task, dataset.num_classes)
+    model = model.to(torch.float32).eval()
+    key = {"task": dataclasses.asdict(task), "fingerprint": _fingerprint(dataset, model),
+           "probe": {"C": float(C), "max_iter": int(max_iter)}}
+
+    def run_probe() -> dict:
+        import numpy as np
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        # the trunk outputs of checkpoint(task), shared through the cache (text tasks do not pretrain)
+        trunk_key = {k: v for k, v in key.items() if k != "probe"}
+        trunk, n_top = _trunk_stage(task, dataset, model, tokenizer, device, trunk_key,
+                                    dict(root=root, refresh=refresh)), task.n_top
+        feats = [_mean_pooled_top(model.to(device), trunk[part], n_top, device).to(torch.float64).numpy()
+                 for part in ("train", "test")]
+        (y_tr, y_te) = (dataset.train[1].numpy(), dataset.test[1].numpy())
+        scaler = StandardScaler().fit(feats[0])
+        f_tr, f_te = scaler.transform(feats[0]), scaler.transform(feats[1])
+        clf = LogisticRegression(C=C, max_iter=max_iter, random_state=task.seed).fit(f_tr, y_tr)
+        return {"train_accuracy": float(np.mean(clf.predict(f_tr) == y_tr)),
+                "test_accuracy": float(np.mean(clf.predict(f_te) == y_te)),
+                "n_train": int(len(y_tr)), "n_test": int(len(y_te)), "max_length": int(task.max_length),
+                "feature_dim": int(f_tr.shape[1])}
+
+    return ProbeResult(**cached(f"{task.model}-probe", key, run_probe, root=root, refresh=refresh))

@@ -253,6 +253,8 @@ class Objective:
             (self._losses(theta, x, y) * (1 if w is None else w.to(theta))).sum()
             for x, y, w in self._chunks(data, weights)
         )
+        if not self.weight_decay:  # no ‖θ‖² pass over all p parameters when it adds nothing
+            return total / n
         return total / n + 0.5 * self.weight_decay * theta.pow(2).sum()
 
     def grad(self, theta: Tensor, data: Any, weights: Tensor | None = None) -> Tensor:

@@ -1,4 +1,4 @@
-"""Tests for influence_utils.checkpoints (and the fading study built on it).
+"""Tests for influence_utils.checkpoints.
 
 The full-profile code paths (``"bert-base"`` on ``"sst2"``, ``"resnet18"`` on ``"cifar10"``) run
 through the very same :func:`checkpoint` with tiny injected models and data, so full mode cannot
@@ -106,24 +106,115 @@ def test_unknown_model_is_refused():
         C.build_model(TopLayerTask(model="gpt"), 2)
 
 
-def test_fading_study_on_a_small_mlp():
-    """Measured and predicted effects agree at short horizons on a tiny smooth model."""
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(60, 4, generator=g, dtype=torch.float64)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
-    xt = torch.randn(20, 4, generator=g, dtype=torch.float64)
-    yt = (xt[:, 0] + 0.5 * xt[:, 1] > 0).long()
-    model = iu.models.MLP(4, hidden=(8,), n_classes=2).double()
-    obj = iu.Objective(model, iu.per_example_cross_entropy, weight_decay=1e-3)
-    theta = iu.train(obj, obj.theta(), (x, y), steps=200, lr=0.5).final
-    st = iu.fading.fading_study(obj, theta, (x, y), (xt, yt), name="mlp", n_z=4, n_queries=10, horizon=8,
-                                record_every=2, lr=0.2, batch_size=None, rank=10, iterations=20)
-    assert st.steps == [0, 2, 4, 6, 8] and st.gaps.shape == (4, 5)
-    assert (st.gaps[:, 0] == 0).all() and (st.gaps[:, 1:] > 0).all()
-    # full-batch control with another "batch order" is the same run: no randomness at all
-    torch.testing.assert_close(st.control_gaps, torch.zeros(5, dtype=st.control_gaps.dtype))
-    # full-batch GD over a few steps: time-bounded IF and TracIn track the measured effect closely
-    assert st.correlation("time-bounded IF", T=2) > 0.99 and st.correlation("TracIn", T=2) > 0.99
-    assert len(st.eigenvalues) == 10 and 0 <= st.n_negative <= 10
-    assert st.measurement.seconds > 0 and st.measurement.peak_mb > 0
+
+
+# ---------------------------------------------------------------------------------- token lengths and the probe
+
+
+def test_token_coverage_and_choose_max_length():
+    tok = iu.models.load_minilm_tokenizer()
+    texts = ["good", "a fine film", "one two three four five six seven eight nine ten", "bad"]
+    lengths = [len(tok(t)["input_ids"]) for t in texts]  # [CLS] and [SEP] included
+    assert lengths == [3, 5, 12, 3]
+    assert C.token_coverage(texts, tok, 3) == 0.5
+    assert C.token_coverage(texts, tok, 5) == 0.75 and C.token_coverage(texts, tok, 11) == 0.75
+    assert C.token_coverage(texts, tok, 12) == 1.0
+    assert C.choose_max_length(texts, tok, coverage=0.5, multiple=1) == 3
+    assert C.choose_max_length(texts, tok, coverage=0.75, multiple=1) == 5
+    assert C.choose_max_length(texts, tok, coverage=0.75) == 8  # smallest multiple of 8
+    assert C.choose_max_length(texts, tok, coverage=0.9) == 16  # 12 tokens, rounded up
+    assert C.choose_max_length(texts, tok, coverage=1.0, multiple=4) == 12
+    for cov in (0.3, 0.6, 0.9, 1.0):  # the choice covers what it promises, and one multiple less does not
+        L = C.choose_max_length(texts, tok, coverage=cov, multiple=2)
+        assert L % 2 == 0 and C.token_coverage(texts, tok, L) >= cov > C.token_coverage(texts, tok, L - 2)
+    with pytest.raises(ValueError, match="empty"):
+        C.token_coverage([], tok, 8)
+    with pytest.raises(ValueError, match="empty"):
+        C.choose_max_length([], tok)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match=r"coverage must be in \(0, 1\]"):
+            C.choose_max_length(texts, tok, coverage=bad)
+
+
+PROBE_TASK = dataclasses.replace(BERT_TASK, n_train=40, n_test=16)
+
+
+def _probe_dataset():
+    rt = iu.load_dataset("rotten_tomatoes", n_train=40, n_test=16, seed=0)
+    return Dataset("sst2", rt.train, rt.test, rt.class_names, "tiny stand-in for SST-2")
+
+
+def test_linear_probe_on_a_tiny_bert(tmp_path, monkeypatch):
+    tok = iu.models.load_minilm_tokenizer()
+    kw = dict(dataset=_probe_dataset(), tokenizer=tok, root=tmp_path)
+    res = C.linear_probe(PROBE_TASK, model=_tiny_bert(), **kw)
+    assert isinstance(res, C.ProbeResult)
+    assert (res.n_train, res.n_test, res.max_length, res.feature_dim) == (40, 16, 12, 16)
+    assert 0.0 <= res.test_accuracy <= 1.0 and 0.5 < res.train_accuracy <= 1.0
+    # it shares the trunk stage with checkpoint(): probe + checkpoint = features, probe, checkpoint entries
+    assert sorted(p.name.split("-")[2] for p in tmp_path.iterdir()) == ["features", "probe"]
+    ck = C.checkpoint(PROBE_TASK, model=_tiny_bert(), **kw)
+    assert sorted(p.name.split("-")[2] for p in tmp_path.iterdir()) == ["checkpoint", "features", "probe"]
+    assert ck.n_train == 40
+
+    # the probe is a standardised logistic regression on the whole untrained encoder's last hidden
+    # states, averaged over non-padding tokens
+    pytest.importorskip("sklearn")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    model = _tiny_bert().eval()
+    pooled = []
+    for x, _ in (kw["dataset"].train, kw["dataset"].test):
+        enc = iu.models.encode_texts(tok, x, max_length=PROBE_TASK.max_length)
+        hidden, _ = iu.trunk.trunk_features(model, enc, 0)
+        keep = enc["attention_mask"][:, :, None].float()
+        expected = (hidden * keep).sum(1) / keep.sum(1)
+        trunk = iu.trunk.trunk_features(model, enc, PROBE_TASK.n_top)
+        torch.testing.assert_close(C._mean_pooled_top(model, trunk, PROBE_TASK.n_top, "cpu"), expected,
+                                   rtol=1e-5, atol=1e-5)
+        pooled.append(expected.double().numpy())
+    scaler = StandardScaler().fit(pooled[0])
+    clf = LogisticRegression(random_state=0, max_iter=1000).fit(scaler.transform(pooled[0]), kw["dataset"].train[1])
+    for f, (_, y), acc in zip(pooled, (kw["dataset"].train, kw["dataset"].test), (res.train_accuracy, res.test_accuracy)):
+        assert abs((clf.predict(scaler.transform(f)) == y.numpy()).mean() - acc) <= 1 / len(y) + 1e-12
+
+    def fail(*a, **k):
+        raise AssertionError("the probe was recomputed")
+
+    with monkeypatch.context() as m:  # cached: nothing runs again
+        m.setattr(C, "trunk_features", fail)
+        m.setattr(C, "_mean_pooled_top", fail)
+        assert C.linear_probe(PROBE_TASK, model=_tiny_bert(), **kw) == res
+    other = C.linear_probe(PROBE_TASK, model=_tiny_bert(), C=1e-3, **kw)  # C is part of the key
+    assert other.n_train == 40 and len(list(tmp_path.glob("bert-base-probe-*.pt"))) == 2
+
+
+def test_linear_probe_refuses_vision_tasks(tmp_path):
+    with pytest.raises(ValueError, match="text task"):
+        C.linear_probe(RESNET_TASK, root=tmp_path)
+    with pytest.raises(ValueError, match="text"):
+        C.linear_probe(BERT_TASK, dataset=_image_dataset(), model=_tiny_bert(), root=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_pretrain_schedules():
+    """``constant`` is the old behaviour; ``onecycle``/``cosine`` change the run but stay deterministic."""
+    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(24) % 3
+
+    def run(schedule):
+        torch.manual_seed(0)
+        model = iu.models.ResNet(depth=8, in_channels=1, n_classes=3, width=4)
+        losses = C.pretrain(model, (x, y), epochs=2, lr=1e-2, batch_size=8, schedule=schedule)
+        return losses, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    default = run("constant")
+    for schedule in ("onecycle", "cosine"):
+        losses, params = run(schedule)
+        assert losses.shape == (2,) and torch.isfinite(losses).all()
+        assert not torch.equal(params, default[1])
+        torch.testing.assert_close(run(schedule)[1], params, rtol=0, atol=0)
+    assert TopLayerTask().pretrain_schedule == "constant"
+    with pytest.raises(ValueError, match="unknown pretraining schedule 'linear'"):
+        run("linear")
