@@ -29,6 +29,20 @@ which a real correction would not have.
 Results are tidy ``pandas`` DataFrames: :func:`correct` gives one row per
 (method, test example, k, s), :func:`summarize` one row per (method, k, s) with the flip rate and
 its Wilson confidence interval (:func:`wilson_interval`).
+
+**Honest statistics.** The test example is the statistical unit. :func:`random_selections` draws
+several random selections per example and :func:`average_draws` turns them into one outcome per
+example (the fraction of draws that flip). :func:`analyze` gives, per (method, k, s), the flip
+rate with its interval, the net change of held-out accuracy with a bootstrap interval over test
+examples and the clean-fix rate (:func:`clean_fix`); :func:`compare` runs paired tests between
+methods on the same examples (exact McNemar, or the sign test against an averaged baseline) with a
+Holm correction across every comparison it is given. :func:`score_methods` computes several
+estimators from one pass over the training gradients.
+
+**The classical use of influence**, for contrast (:func:`remove_and_retrain`): remove each test
+example's k most *harmful* training examples (most negative scores, its opponents) and continue
+training from the checkpoint with the checkpoint's own recipe, next to a paired run without the
+removal. :func:`correction_costs` tabulates what corrections cost against retraining.
 """
 
 from __future__ import annotations
@@ -46,6 +60,8 @@ from .batching import index_batch, validate_batch
 from .objective import Objective
 from .scores import gradient_cosine, gradient_dot, influence, time_bounded_influence, tracin
 from .solvers import ArnoldiSolver
+from .stats import bootstrap_mean, holm, mcnemar_exact, sign_test, wilson_interval
+from .training import retrain_without
 from .utils import progress
 
 __all__ = [
@@ -60,10 +76,23 @@ __all__ = [
     "first_order_loss_change",
     "summarize",
     "wilson_interval",
+    "score_methods",
+    "random_selections",
+    "select_harmful",
+    "average_draws",
+    "clean_fix",
+    "remove_and_retrain",
+    "analyze",
+    "compare",
+    "correction_costs",
+    "CLEAN_TOLERANCE",
 ]
 
 #: Estimators understood by :func:`helpful_scores`.
 METHODS = ("abif", "influence", "tbif", "tracin", "cosine", "random")
+
+#: A correction is a *clean fix* when the example flips and held-out accuracy drops by at most this.
+CLEAN_TOLERANCE = 0.01
 
 _ROW_COLUMNS = [
     "method", "example", "k", "s", "label", "pred_before", "pred_after", "flipped",
@@ -257,42 +286,6 @@ def select_helpful(scores: Tensor, k: int) -> Tensor:
             "'random': fewer training examples of their class); lower k"
         )
     return idx
-
-
-# --------------------------------------------------------------------------- statistics
-def wilson_interval(successes: Any, n: Any, confidence: float = 0.95) -> tuple[Any, Any]:
-    """Wilson score interval for a binomial proportion (Wilson 1927).
-
-    ``(p̂ + z²/2n ± z √(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n)`` with ``z`` the two-sided normal
-    quantile. Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n
-    successes and small n.
-
-    Args:
-        successes: number of successes (a number or an array).
-        n: number of trials, > 0 (same shape).
-        confidence: two-sided level, in (0, 1).
-
-    Returns:
-        ``(low, high)``, floats or arrays like the inputs.
-    """
-    import numpy as np
-    from scipy.stats import norm
-
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    s, m = np.asarray(successes, dtype=float), np.asarray(n, dtype=float)
-    if (m <= 0).any() or (s < 0).any() or (s > m).any():
-        raise ValueError("need 0 <= successes <= n and n > 0")
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = s / m
-    denom = 1 + z * z / m
-    centre = (p + z * z / (2 * m)) / denom
-    half = z * np.sqrt(p * (1 - p) / m + z * z / (4 * m * m)) / denom
-    low, high = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
-    low, high = np.where(s == 0, 0.0, low), np.where(s == m, 1.0, high)  # exact ends, no rounding
-    if low.ndim == 0:
-        return float(low), float(high)
-    return low, high
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -579,3 +572,508 @@ def summarize(results: Any, confidence: float = 0.95):
     cols = ["method", "k", "s", "n", "flips", "flip_rate", "ci_low", "ci_high", "loss_change",
             "heldout_acc_change", "heldout_loss_change", "heldout_broken"]
     return pd.DataFrame(out[cols]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- several estimators at once
+def score_methods(
+    methods: Sequence[str],
+    obj: Objective,
+    theta: Tensor,
+    train: Any,
+    test: Any,
+    *,
+    solver: Any = None,
+    horizon: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    chunk_size: int = 256,
+) -> dict[str, Tensor]:
+    """:func:`helpful_scores` of several methods from **one** pass over the training gradients.
+
+    The per-example training gradients dominate the cost of every gradient-based estimator; here
+    each chunk of them is computed once and projected for all methods: ``"abif"`` (and
+    ``"influence"`` with an eigen-solver) and ``"tbif"`` through the solver's eigenvectors,
+    ``"tracin"`` (at the checkpoint, step 1) and ``"cosine"`` through the test gradients.
+    ``"random"`` needs no gradients. Same values, sign and units as :func:`helpful_scores`
+    (positive = helps the test example's true label).
+
+    Args:
+        methods: names from :data:`METHODS`.
+        obj, theta, train, test, solver, horizon, lr, seed: as in :func:`helpful_scores`.
+        chunk_size: training examples whose gradients are held at once.
+
+    Returns:
+        method -> ``[n_test, n_train]`` scores.
+
+    Raises:
+        ValueError: for an unknown method, or a missing solver / horizon / lr.
+    """
+    methods = list(dict.fromkeys(methods))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    out: dict[str, Tensor] = {}
+    if "random" in methods:
+        out["random"] = random_scores(validate_batch(train)[1], validate_batch(test)[1], seed=seed)
+    grad_methods = [m for m in methods if m != "random"]
+    if not grad_methods:
+        return out
+    projected = [m for m in grad_methods if m in ("abif", "influence", "tbif")]
+    if projected and (solver is None or getattr(solver, "eigenvectors", None) is None):
+        raise ValueError(f"methods {projected} need a fitted eigen-solver (e.g. iu.ArnoldiSolver(...).fit(...))")
+    if "abif" in projected and not isinstance(solver, ArnoldiSolver):
+        raise TypeError(f"method='abif' needs an ArnoldiSolver, got {type(solver).__name__}")
+    if "tbif" in projected and (horizon is None or lr is None):
+        raise ValueError("method='tbif' needs horizon (steps T) and lr (the step size η)")
+    from .batching import iter_chunks
+    from .scores import time_bounded_coefficients
+
+    n = int(validate_batch(train)[1].shape[0])
+    g_test = obj.per_example_grads(theta, test)  # [n_test, p]
+    left: dict[str, Tensor] = {}
+    if projected:
+        V, lam = solver.eigenvectors, solver.eigenvalues + solver.damping
+        p_test = g_test @ V  # [n_test, r]
+        for m in projected:
+            coef = time_bounded_coefficients(lam, int(horizon), float(lr)) if m == "tbif" else 1.0 / lam
+            left[m] = p_test * coef
+    unit_test = g_test / g_test.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    cols: dict[str, list[Tensor]] = {m: [] for m in grad_methods}
+    for x, y, _ in iter_chunks(train, chunk_size):
+        g = obj.per_example_grads(theta, (x, y))  # [chunk, p]
+        p_tr = g @ solver.eigenvectors if projected else None
+        for m in grad_methods:
+            if m in left:
+                cols[m].append(left[m] @ p_tr.T / n)
+            elif m == "tracin":
+                cols[m].append(g_test @ g.T / n)
+            else:  # cosine
+                cols[m].append(unit_test @ (g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)).T)
+    out.update({m: torch.cat(cols[m], dim=1) for m in grad_methods})
+    return {m: out[m] for m in methods}
+
+
+# --------------------------------------------------------------------------- random baseline, several draws
+def random_selections(train_targets: Tensor, test_targets: Tensor, k: int, *, draws: int = 5,
+                      seed: int = 0, prefix: str = "random") -> dict[str, Tensor]:
+    """Several independent random selections of k training examples of each test example's true class.
+
+    Draw d uses :func:`random_scores` with seed ``seed + d``. Pass the result to :func:`correct`
+    with the other selections and merge the draws with :func:`average_draws`.
+
+    Returns:
+        ``{f"{prefix}#{d}": [n_test, k] indices}`` for d = 0 .. draws − 1.
+
+    Raises:
+        ValueError: for ``draws < 1``.
+    """
+    if int(draws) != draws or draws < 1:
+        raise ValueError(f"draws must be a positive integer, got {draws}")
+    return {f"{prefix}#{d}": select_helpful(random_scores(train_targets, test_targets, seed=seed + d), k)
+            for d in range(int(draws))}
+
+
+def clean_fix(results: Any, tolerance: float = CLEAN_TOLERANCE):
+    """Per row of :func:`correct`'s results: the example flipped and held-out accuracy fell by at most ``tolerance``.
+
+    ``flipped and heldout_acc_change >= −tolerance`` (a tolerance of 0.01 is one point of
+    accuracy). Returns a boolean ``pandas.Series`` aligned with ``results``.
+    """
+    missing = [c for c in ("flipped", "heldout_acc_change") if c not in getattr(results, "columns", [])]
+    if missing:
+        raise ValueError(f"results must be the DataFrame from correct(); missing columns {missing}")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    return results["flipped"].astype(bool) & (results["heldout_acc_change"] >= -tolerance - 1e-12)
+
+
+def average_draws(results: Any, prefix: str = "random", tolerance: float = CLEAN_TOLERANCE):
+    """Merge the draws ``f"{prefix}#d"`` of :func:`random_selections` into one method ``prefix``.
+
+    Per (example, k, s) the merged row holds the **fraction of draws** that flipped the example
+    (``flipped``, a number in [0, 1]), the fraction of clean fixes (``clean``, see
+    :func:`clean_fix`) and the means over draws of every other numeric column; ``draws`` counts
+    them. Rows of other methods are kept as they are (with ``clean`` 0/1 and ``draws`` 1).
+
+    Raises:
+        ValueError: when there are no draws, or the draws do not cover the same (example, k, s).
+    """
+    import pandas as pd
+
+    if "method" not in getattr(results, "columns", []):
+        raise ValueError("results must be the DataFrame from correct()")
+    frame = results.copy()
+    frame["clean"] = clean_fix(frame, tolerance).astype(float)
+    is_draw = frame["method"].astype(str).str.match(rf"^{prefix}#\d+$")
+    if not is_draw.any():
+        raise ValueError(f"no draws named {prefix!r}#<d> in results; build them with random_selections")
+    draws, rest = frame[is_draw].copy(), frame[~is_draw].copy()
+    keys = ["example", "k", "s"]
+    sizes = draws.groupby(keys).size()
+    if sizes.nunique() != 1:
+        raise ValueError("the draws do not all cover the same (example, k, s); run them together")
+    draws["flipped"] = draws["flipped"].astype(float)
+    numeric = [c for c in draws.columns if c not in ("method", *keys) and pd.api.types.is_numeric_dtype(draws[c])]
+    merged = draws.groupby(keys, sort=False)[numeric].mean().reset_index()
+    merged.insert(0, "method", prefix)
+    merged["draws"] = int(sizes.iloc[0])
+    rest["draws"] = 1
+    rest["flipped"] = rest["flipped"].astype(float)
+    return pd.concat([rest, merged[rest.columns]], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- classical use: remove opponents
+def select_harmful(scores: Tensor, k: int) -> Tensor:
+    """Indices of the k most **harmful** training examples per test example (most negative scores), ``[n_test, k]``.
+
+    The opponents of the test example's true label: removing them is predicted to lower its loss.
+    """
+    return select_helpful(-scores, k)
+
+
+def _evaluate_thetas(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout: Any,
+                     eval_chunk: int, chunk: int) -> tuple[Tensor, ...]:
+    """Test logits/losses of example i at ``thetas[i]`` and held-out logits/losses, for each row of ``thetas``.
+
+    Returns CPU tensors ``[m(, C)]``, ``[m]``, ``[m, n_h(, C)]``, ``[m, n_h]``; ``chunk`` runs at a time.
+    """
+    m = thetas.shape[0]
+    parts = [_evaluate_block(obj, thetas[a:a + chunk], index_batch(x1, slice(a, a + chunk)), y1[a:a + chunk],
+                             heldout, eval_chunk) for a in range(0, m, chunk)]
+    return tuple(torch.cat([p[i].cpu() for p in parts]) for i in range(4))
+
+
+def _evaluate_block(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout: Any,
+                    eval_chunk: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    hx, hy = validate_batch(heldout)
+    n_h = int(hy.shape[0])
+
+    def one(theta: Tensor, x: Any, y: Tensor):
+        t_logits = obj.forward(theta, x)
+        parts = [obj.forward(theta, index_batch(hx, slice(a, min(a + eval_chunk, n_h))))
+                 for a in range(0, n_h, eval_chunk)]
+        h_logits = torch.cat(parts)
+        return t_logits[0], obj.loss_fn(t_logits, y)[0], h_logits, obj.loss_fn(h_logits, hy)
+
+    with torch.no_grad():
+        return vmap(one)(thetas, x1, y1)
+
+
+def remove_and_retrain(
+    obj: Objective,
+    theta: Tensor,
+    train: Any,
+    test: Any,
+    heldout: Any,
+    scores: Tensor,
+    *,
+    ks: Sequence[int],
+    steps: Sequence[int],
+    lr: float,
+    batch_size: int | None,
+    seed: int = 0,
+    test_ids: Sequence[int] | None = None,
+    chunk: int = 16,
+    eval_chunk: int = 256,
+):
+    """The classical use of influence: remove each test example's top-k opponents and keep training.
+
+    For test example i and k in ``ks``, the k training examples with the most negative
+    ``scores[i]`` (:func:`select_harmful`: the ones predicted to raise i's true-label loss) get
+    weight 0 (the 1/n normalisation kept), and training continues from the checkpoint ``theta``
+    with the checkpoint's recipe: s steps of mini-batch SGD of size ``lr`` on batches of
+    ``batch_size`` in the order of ``seed``, with the objective's weight decay, for each s in
+    ``steps`` — exactly :func:`~influence_utils.training.retrain_without` (``method="gd"``),
+    which runs them vectorised. A paired run without any removal (``"continue"``, same batch
+    order) separates the effect of the removal from that of continued training.
+
+    Args:
+        obj, theta, train, test, heldout, test_ids, eval_chunk: as in :func:`correct` (the test
+            examples must be mis-predicted at ``theta``).
+        scores: ``[n_test, n_train]`` scores of the test examples' true-label loss (e.g. ABIF),
+            positive = helps.
+        ks: numbers of removed opponents.
+        steps: horizons s (each a separate run of s steps from ``theta``; include a long one,
+            e.g. an epoch, to see whether the removal ever matters).
+        lr, batch_size, seed: the checkpoint's training recipe.
+        chunk: runs vectorised together.
+
+    Returns:
+        A DataFrame with :func:`correct`'s columns and methods ``"remove"`` and ``"continue"``
+        (the latter does not depend on k and is repeated under every k).
+
+    Raises:
+        ValueError: for bad grids, a non-positive lr, scores of the wrong shape, or a test example
+            the checkpoint already predicts correctly.
+    """
+    import pandas as pd
+
+    train_x, train_y = validate_batch(train)
+    test_x, test_y = validate_batch(test)
+    hx, hy = validate_batch(heldout)
+    ks_, steps_ = _check_grid("ks", ks), _check_grid("steps", steps)
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    n_test, n_train = int(test_y.shape[0]), int(train_y.shape[0])
+    if scores.shape != (n_test, n_train):
+        raise ValueError(f"scores must be [n_test={n_test}, n_train={n_train}], got {tuple(scores.shape)}")
+    ids = list(range(n_test)) if test_ids is None else [int(i) for i in test_ids]
+    if len(ids) != n_test:
+        raise ValueError(f"test_ids has {len(ids)} entries for {n_test} test examples")
+    labels = _labels(test_y).cpu()
+    logits0 = _forward_all(obj, theta, test_x, n_test, eval_chunk)
+    pred0 = predict_labels(logits0).cpu()
+    if (pred0 == labels).any():
+        raise ValueError("remove_and_retrain expects mis-predicted test examples (see mispredicted)")
+    with torch.no_grad():
+        loss0 = obj.loss_fn(logits0, test_y).cpu()
+        h_logits0 = _forward_all(obj, theta, hx, int(hy.shape[0]), eval_chunk)
+        h_loss0 = obj.loss_fn(h_logits0, hy).cpu()
+    h_labels = _labels(hy).cpu()
+    h_right0 = predict_labels(h_logits0).cpu() == h_labels
+    harmful = select_harmful(scores, max(ks_)).cpu()
+    removals = [harmful[i, :k].tolist() for k in ks_ for i in range(n_test)] + [[]]  # the last: no removal
+    x1 = tree_map(lambda t: t.unsqueeze(1), test_x)
+    y1 = test_y.unsqueeze(1)
+    rows = []
+    for s in steps_:
+        thetas = retrain_without(obj, theta, train, removals, method="gd", steps=s, lr=lr, batch_size=batch_size,
+                                 seed=seed, chunk=chunk, progress_bar=False)
+        runs = [("remove", k, thetas[j * n_test:(j + 1) * n_test]) for j, k in enumerate(ks_)]
+        runs.append(("continue", None, thetas[-1]))
+        for name, k, th in runs:
+            if th.ndim == 1:  # the run without removal: one θ for every test example
+                with torch.no_grad():
+                    t_logits = _forward_all(obj, th, test_x, n_test, eval_chunk).cpu()
+                    h_logits = _forward_all(obj, th, hx, int(hy.shape[0]), eval_chunk)
+                    t_loss, h_loss = obj.loss_fn(t_logits, test_y.cpu()), obj.loss_fn(h_logits, hy).cpu()
+                h_logits = h_logits.cpu().expand(n_test, *h_logits.shape)
+                h_loss = h_loss.expand(n_test, -1)
+            else:
+                t_logits, t_loss, h_logits, h_loss = _evaluate_thetas(obj, th, x1, y1, heldout, eval_chunk, chunk)
+            t_pred = predict_labels(t_logits)
+            h_right = predict_labels(h_logits.reshape(-1, *h_logits.shape[2:])).view(n_test, -1) == h_labels
+            for i in range(n_test):
+                base = {
+                    "method": name, "example": ids[i], "s": s, "label": int(labels[i]),
+                    "pred_before": int(pred0[i]), "pred_after": int(t_pred[i]),
+                    "flipped": bool(t_pred[i] == labels[i]),
+                    "loss_before": float(loss0[i]), "loss_after": float(t_loss[i]),
+                    "loss_change": float(t_loss[i] - loss0[i]),
+                    "heldout_acc_change": float(h_right[i].double().mean() - h_right0.double().mean()),
+                    "heldout_loss_change": float(h_loss[i].double().mean() - h_loss0.double().mean()),
+                    "heldout_broken": int((h_right0 & ~h_right[i]).sum()),
+                    "heldout_fixed": int((~h_right0 & h_right[i]).sum()),
+                }
+                rows.extend({**base, "k": kk} for kk in ([k] if k is not None else ks_))
+    frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
+    return frame.sort_values(["method", "k", "s", "example"], ascending=[False, True, True, True],
+                             kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- analysis and paired tests
+def _is_binary(values: Any) -> bool:
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return bool(np.isin(v, (0.0, 1.0)).all())
+
+
+def _rate(values: Any, confidence: float, n_boot: int, seed: int, averaged: bool) -> tuple[float, float, float, str]:
+    """Mean of per-example outcomes with an interval: Wilson for 0/1 outcomes, the bootstrap for averages."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    if not averaged:
+        low, high = wilson_interval(int(v.sum()), v.size, confidence)
+        return float(v.mean()), low, high, "wilson"
+    iv = bootstrap_mean(v, n_boot=n_boot, confidence=confidence, seed=seed)
+    return iv.estimate, iv.low, iv.high, "bootstrap"
+
+
+def analyze(results: Any, *, tolerance: float = CLEAN_TOLERANCE, confidence: float = 0.95, n_boot: int = 2000,
+            seed: int = 0):
+    """One row per (method, k, s) with intervals, the test example as the unit.
+
+    Args:
+        results: rows of :func:`correct` / :func:`remove_and_retrain`, random draws merged by
+            :func:`average_draws` (rows without a ``clean`` value get :func:`clean_fix`).
+        tolerance: the clean-fix tolerance on the held-out accuracy drop (0.01 = one point).
+        confidence: level of every interval.
+        n_boot, seed: the bootstrap of the held-out change (and of averaged-draw rates).
+
+    Returns:
+        A DataFrame with columns ``method, k, s, n, flips`` (the sum of per-example outcomes: a
+        fraction per example for averaged draws), ``flip_rate, flip_low, flip_high`` (Wilson for
+        deterministic methods, percentile bootstrap over examples for methods averaged over draws;
+        ``interval`` names which), ``acc_change, acc_low, acc_high`` (mean net change of held-out accuracy, bootstrap
+        over test examples; negative = damage), ``clean_rate, clean_low, clean_high`` and
+        ``broken`` (mean held-out predictions broken).
+    """
+    import pandas as pd
+
+    need = ("method", "k", "s", "flipped", "heldout_acc_change")
+    missing = [c for c in need if c not in getattr(results, "columns", [])]
+    if missing:
+        raise ValueError(f"results must be the DataFrame from correct(); missing columns {missing}")
+    frame = results.copy()
+    computed = clean_fix(frame, tolerance).astype(float)
+    frame["clean"] = computed if "clean" not in frame.columns else frame["clean"].astype(float).fillna(computed)
+    rows = []
+    for (method, k, s), part in frame.groupby(["method", "k", "s"], sort=False):
+        averaged = _averaged(part)
+        flip = _rate(part["flipped"].astype(float), confidence, n_boot, seed, averaged)
+        clean = _rate(part["clean"].astype(float), confidence, n_boot, seed, averaged)
+        acc = bootstrap_mean(part["heldout_acc_change"].to_numpy(), n_boot=n_boot, confidence=confidence, seed=seed)
+        rows.append({"method": method, "k": int(k), "s": int(s), "n": len(part),
+                     "flips": float(part["flipped"].astype(float).sum()), "flip_rate": flip[0],
+                     "flip_low": flip[1], "flip_high": flip[2], "interval": flip[3],
+                     "acc_change": acc.estimate, "acc_low": acc.low, "acc_high": acc.high,
+                     "clean_rate": clean[0], "clean_low": clean[1], "clean_high": clean[2],
+                     "broken": float(part["heldout_broken"].mean()) if "heldout_broken" in part else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def _outcomes(frame: Any, method: str, k: int, s: int):
+    part = frame[(frame["method"] == method) & (frame["k"] == k) & (frame["s"] == s)]
+    return part.set_index("example")["flipped"].astype(float).sort_index()
+
+
+def _averaged(part: Any) -> bool:
+    """Whether a method's outcomes are averages over draws: by its ``draws`` column, else by the values."""
+    if "draws" in part.columns and part["draws"].notna().any():
+        return bool((part["draws"] > 1).any())
+    return not _is_binary(part["flipped"].astype(float))
+
+
+def compare(results: Any, pairs: Sequence[tuple[str, str]], *, alpha: float = 0.05):
+    """Paired tests of flip outcomes between methods at each (k, s), Holm-corrected across all of them.
+
+    For each pair ``(a, b)`` and each (k, s) that both methods have, on the same test examples:
+
+    * two deterministic methods (0/1 outcomes): the exact McNemar test
+      (:func:`~influence_utils.stats.mcnemar_exact`), ``n`` = number of test examples,
+      ``only_a`` / ``only_b`` = examples only a / only b flips;
+    * either method averaged over draws (``draws > 1``, :func:`average_draws`; without a ``draws``
+      column: outcomes that are not all 0/1): the exact sign test of the per-example difference
+      a − b, ``n`` = examples with a non-zero difference, ``only_a`` / ``only_b`` = examples where
+      a / b is larger. The test follows the method, not the values a run happened to give.
+
+    Holm's correction (:func:`~influence_utils.stats.holm`) runs over **every row** returned, so
+    pass all comparisons of a study in one call (a mapping of model name -> results runs them all
+    and adds a ``model`` column).
+
+    Args:
+        results: a DataFrame from :func:`correct` / :func:`average_draws` /
+            :func:`remove_and_retrain` (concatenated), or a mapping model -> such a DataFrame.
+        pairs: ``(a, b)`` method names.
+        alpha: family-wise level for ``significant``.
+
+    Returns:
+        A DataFrame with columns ``[model,] a, b, k, s, test, n, rate_a, rate_b, only_a, only_b,
+        pvalue, pvalue_holm, significant`` and ``verdict`` (``"a"`` or ``"b"`` for the method
+        that flips more when significant, else ``"no difference"``).
+
+    Raises:
+        ValueError: for an unknown method, or when a pair has no (k, s) in common.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    frames = dict(results) if isinstance(results, Mapping) else {None: results}
+    rows = []
+    for model, frame in frames.items():
+        have = set(frame["method"].unique())
+        for a, b in pairs:
+            for m in (a, b):
+                if m not in have:
+                    raise ValueError(f"unknown method {m!r}{'' if model is None else f' for {model!r}'}; "
+                                     f"results have {sorted(have)}")
+            cells = sorted(set(map(tuple, frame[frame.method == a][["k", "s"]].drop_duplicates().to_numpy()))
+                           & set(map(tuple, frame[frame.method == b][["k", "s"]].drop_duplicates().to_numpy())))
+            if not cells:
+                raise ValueError(f"methods {a!r} and {b!r} share no (k, s)")
+            for k, s in cells:
+                oa, ob = _outcomes(frame, a, k, s), _outcomes(frame, b, k, s)
+                if not oa.index.equals(ob.index):
+                    raise ValueError(f"{a!r} and {b!r} were run on different test examples at k={k}, s={s}")
+                row = {"model": model, "a": a, "b": b, "k": int(k), "s": int(s),
+                       "rate_a": float(oa.mean()), "rate_b": float(ob.mean())}
+                averaged = _averaged(frame[frame.method == a]) or _averaged(frame[frame.method == b])
+                if not averaged:
+                    t = mcnemar_exact(oa.to_numpy(), ob.to_numpy())
+                    row.update(test="mcnemar", n=t.n, only_a=t.only_a, only_b=t.only_b, pvalue=t.pvalue)
+                else:
+                    d = oa.to_numpy() - ob.to_numpy()
+                    row.update(test="sign", n=int((d != 0).sum()), only_a=int((d > 0).sum()),
+                               only_b=int((d < 0).sum()), pvalue=sign_test(d))
+                rows.append(row)
+    out = pd.DataFrame(rows)
+    out["pvalue_holm"] = holm(out["pvalue"].to_numpy())
+    out["significant"] = out["pvalue_holm"] < alpha
+    out["verdict"] = np.where(~out["significant"], "no difference", np.where(out["only_a"] > out["only_b"], "a", "b"))
+    cols = ["model", "a", "b", "k", "s", "test", "n", "rate_a", "rate_b", "only_a", "only_b", "pvalue",
+            "pvalue_holm", "significant", "verdict"]
+    if None in frames:
+        cols.remove("model")
+    return out[cols]
+
+
+# --------------------------------------------------------------------------- cost
+def _timing(seconds: Any, name: str) -> tuple[float, float, float]:
+    import numpy as np
+
+    v = np.atleast_1d(np.asarray(seconds, dtype=float))
+    if v.size == 0 or not np.isfinite(v).all() or (v < 0).any():
+        raise ValueError(f"{name} must be one or more finite, non-negative durations in seconds, got {seconds}")
+    return float(np.median(v)), float(v.min()), float(v.max())
+
+
+def correction_costs(*, fit: Any, per_correction: Any, retrain_top: Any, retrain_scratch: Any,
+                     counts: Sequence[int] = (1, 100)):
+    """What n corrections cost, by influence-guided fine-tuning and by retraining, from measured seconds.
+
+    Each duration is one measurement or several repeats (the table gives the median and the range,
+    min to max). Influence-guided corrections pay the Arnoldi ``fit`` once, amortised over all the
+    corrections that share the checkpoint, plus ``per_correction`` (scoring one test example
+    against the training set and s steps on k examples) each. Retraining pays one run per
+    correction: ``retrain_top`` (continue training the top layers from the checkpoint, as
+    :func:`remove_and_retrain`) or ``retrain_scratch`` (the whole recipe from the initialisation,
+    including any pretraining).
+
+    Args:
+        fit, per_correction, retrain_top, retrain_scratch: seconds, a number or repeats.
+        counts: the numbers of corrections to price.
+
+    Returns:
+        A DataFrame with one row per (strategy, corrections): ``seconds`` (from the medians),
+        ``low``, ``high`` (from the minima and maxima), ``per_correction`` (seconds / corrections)
+        and ``vs_influence``: ``"costs less"`` when the strategy's range lies entirely below that of
+        influence-guided fine-tuning at the same count, ``"costs more"`` when entirely above,
+        ``"comparable"`` otherwise (``"—"`` on influence's own rows).
+    """
+    import pandas as pd
+
+    t_fit, t_one = _timing(fit, "fit"), _timing(per_correction, "per_correction")
+    t_top, t_scr = _timing(retrain_top, "retrain_top"), _timing(retrain_scratch, "retrain_scratch")
+    if not counts or any(int(c) != c or c < 1 for c in counts):
+        raise ValueError(f"counts must be positive integers, got {counts}")
+    rows = []
+    for c in counts:
+        c = int(c)
+        ours = tuple(f + c * o for f, o in zip(t_fit, t_one))
+        for name, t in [("influence + fine-tuning", ours), ("retrain top from checkpoint", tuple(c * v for v in t_top)),
+                        ("retrain from scratch", tuple(c * v for v in t_scr))]:
+            if name.startswith("influence"):
+                verdict = "—"
+            elif t[2] < ours[1]:
+                verdict = "costs less"
+            elif t[1] > ours[2]:
+                verdict = "costs more"
+            else:
+                verdict = "comparable"
+            rows.append({"strategy": name, "corrections": c, "seconds": t[0], "low": t[1], "high": t[2],
+                         "per_correction": t[0] / c, "vs_influence": verdict})
+    return pd.DataFrame(rows)

@@ -290,6 +290,7 @@ def fading_study(
     n_boot: int = 1000,
     grad_chunk: int = 32,
     solver: ArnoldiSolver | None = None,
+    estimators: tuple[str, ...] = ESTIMATORS,
 ) -> FadingStudy:
     """Measure parameter divergence and the fading of influence from one checkpoint.
 
@@ -316,6 +317,8 @@ def fading_study(
             ``grad_chunk · p`` numbers).
         solver: a fitted :class:`~influence_utils.solvers.ArnoldiSolver` at ``theta`` to reuse
             (e.g. across a sweep of step sizes); ``hessian_examples`` is then only reported.
+        estimators: which of :data:`ESTIMATORS` to compute (TracIn costs per-example gradients at
+            every recorded step); ``"time-bounded IF"`` is always included (the control uses it).
 
     Returns:
         A :class:`FadingStudy`.
@@ -331,6 +334,10 @@ def fading_study(
         raise ValueError(f"n_queries must be between 2 and the {n_test} test examples, got {n_queries}")
     if control_seeds < 1:
         raise ValueError(f"control_seeds must be >= 1, got {control_seeds}")
+    unknown = set(estimators) - set(ESTIMATORS)
+    if unknown:
+        raise ValueError(f"unknown estimators {sorted(unknown)}; choose from {ESTIMATORS}")
+    wanted = [e for e in ESTIMATORS if e in estimators or e == "time-bounded IF"]
     record = log_steps(horizon, record_points)
     gen = torch.Generator().manual_seed(seed)
     z_index = torch.randperm(n, generator=gen)[:n_z].sort().values
@@ -358,12 +365,13 @@ def fading_study(
                 for c in controls])
             obj.chunk_size = grad_chunk  # per-example gradients: grad_chunk · p numbers at a time
             kw = dict(n=n, chunk_size=grad_chunk)
-            predictions = {
-                "ABIF": influence(obj, theta, solver, train=z, test=queries, progress_bar=False, **kw),
-                "time-bounded IF": time_bounded_influence(obj, theta, solver, z, queries, steps=runs.steps, lr=lr, **kw),
-                "TracIn": tracin_vs_steps(obj, runs.base, runs.steps, lr, z, queries, horizons=runs.steps, n=n),
+            compute = {
+                "ABIF": lambda: influence(obj, theta, solver, train=z, test=queries, progress_bar=False, **kw),
+                "time-bounded IF": lambda: time_bounded_influence(obj, theta, solver, z, queries, steps=runs.steps,
+                                                                 lr=lr, **kw),
+                "TracIn": lambda: tracin_vs_steps(obj, runs.base, runs.steps, lr, z, queries, horizons=runs.steps, n=n),
             }
-            predictions = {k: v.detach().cpu() for k, v in predictions.items()}
+            predictions = {k: compute[k]().detach().cpu() for k in wanted}
             actual, actual_control = actual.detach().cpu(), actual_control.detach().cpu()
             table = _correlation_table(predictions, actual, runs.steps, n_boot, seed)
             control_table = _control_table(predictions, actual_control, runs.steps, n_boot, seed)

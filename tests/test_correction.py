@@ -294,3 +294,198 @@ def test_first_order_prediction_is_the_small_step_limit(wrong):
     torch.testing.assert_close(actual, pred, rtol=2e-3, atol=1e-9)
     torch.testing.assert_close(pred[:, 1], 2 * pred[:, 0])  # linear in s
     assert (pred < 0).all()  # TracIn-selected examples are predicted to help
+
+
+# --------------------------------------------------------------------------- honest statistics and baselines
+def test_wilson_interval_is_the_stats_one():
+    assert cr.wilson_interval is iu.stats.wilson_interval
+    assert "wilson_interval" in cr.__all__
+
+
+def test_score_methods_equal_helpful_scores_from_one_pass(wrong):
+    obj, theta, train, test, _ = wrong
+    arnoldi = iu.ArnoldiSolver(rank=obj.p - 1, iterations=obj.p).fit(obj, theta, train)
+    methods = ["abif", "tbif", "tracin", "cosine", "random"]
+    got = cr.score_methods(methods, obj, theta, train, test, solver=arnoldi, horizon=5, lr=0.1, seed=2, chunk_size=7)
+    assert list(got) == methods
+    for m in methods:
+        ref = cr.helpful_scores(m, obj, theta, train, test, solver=arnoldi, horizon=5, lr=0.1, seed=2)
+        torch.testing.assert_close(got[m], ref, rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match="eigen-solver"):
+        cr.score_methods(["abif"], obj, theta, train, test)
+    with pytest.raises(ValueError, match="horizon"):
+        cr.score_methods(["tbif"], obj, theta, train, test, solver=arnoldi)
+    with pytest.raises(ValueError, match="unknown"):
+        cr.score_methods(["loo"], obj, theta, train, test)
+
+
+def test_random_selections_are_independent_seeded_draws():
+    y_train = torch.arange(40) % 2
+    y_test = torch.tensor([0, 1, 1])
+    draws = cr.random_selections(y_train, y_test, 4, draws=5, seed=7)
+    assert list(draws) == [f"random#{d}" for d in range(5)]
+    for d, sel in enumerate(draws.values()):
+        assert torch.equal(sel, cr.select_helpful(cr.random_scores(y_train, y_test, seed=7 + d), 4))
+        assert (y_train[sel] == y_test[:, None]).all()
+    assert len({tuple(s[0].tolist()) for s in draws.values()}) > 1
+    with pytest.raises(ValueError, match="draws"):
+        cr.random_selections(y_train, y_test, 4, draws=0)
+
+
+def _frame(rows):
+    import pandas as pd
+
+    cols = ["method", "example", "k", "s", "flipped", "heldout_acc_change", "heldout_broken", "loss_change"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def test_clean_fix_on_a_hand_made_frame():
+    df = _frame([("m", 0, 1, 1, True, 0.0, 0, -1.0), ("m", 1, 1, 1, True, -0.01, 5, -1.0),
+                 ("m", 2, 1, 1, True, -0.012, 6, -1.0), ("m", 3, 1, 1, False, 0.02, 0, 1.0)])
+    assert cr.clean_fix(df).tolist() == [True, True, False, False]  # a drop of exactly 1 point is clean
+    assert cr.clean_fix(df, tolerance=0.0).tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match="missing"):
+        cr.clean_fix(df.drop(columns="flipped"))
+
+
+def test_average_draws_gives_the_fraction_of_draws_that_flip():
+    rows = [("abif", 0, 1, 1, True, -0.02, 3, -1.0), ("abif", 1, 1, 1, False, 0.0, 0, 0.5)]
+    flips = {0: [True, True, False, True, False], 1: [False, False, False, False, True]}
+    for d in range(5):
+        for ex in (0, 1):
+            rows.append((f"random#{d}", ex, 1, 1, flips[ex][d], -0.004 * d, d, -0.1 * d))
+    merged = cr.average_draws(_frame(rows))
+    rnd = merged[merged.method == "random"].set_index("example")
+    assert rnd.loc[0, "flipped"] == pytest.approx(0.6) and rnd.loc[1, "flipped"] == pytest.approx(0.2)
+    # clean: flipped and a drop of at most 0.01 (draws 0..2: 0, −0.004, −0.008)
+    assert rnd.loc[0, "clean"] == pytest.approx(2 / 5) and rnd.loc[1, "clean"] == 0.0
+    assert rnd.loc[0, "heldout_acc_change"] == pytest.approx(-0.008)
+    assert rnd.loc[0, "heldout_broken"] == pytest.approx(2.0) and (rnd.draws == 5).all()
+    ab = merged[merged.method == "abif"].set_index("example")
+    assert ab.loc[0, "flipped"] == 1.0 and ab.loc[0, "clean"] == 0.0 and ab.loc[1, "draws"] == 1
+    with pytest.raises(ValueError, match="same"):
+        cr.average_draws(_frame(rows[:-1]))
+    with pytest.raises(ValueError, match="no draws"):
+        cr.average_draws(_frame(rows[:2]))
+
+
+def test_analyze_intervals_per_method_k_s():
+    rng = np.random.default_rng(0)
+    rows = []
+    for ex in range(30):
+        rows.append(("abif", ex, 1, 1, ex % 3 == 0, float(rng.normal(-0.01, 0.01)), 1, -1.0))
+        rows.append(("random", ex, 1, 1, (ex % 5) / 5, float(rng.normal(0, 0.01)), 0, -0.5))
+    df = _frame(rows)
+    out = cr.analyze(df, n_boot=500, seed=3).set_index("method")
+    a = out.loc["abif"]
+    assert a.n == 30 and a.flips == 10 and a.interval == "wilson"
+    assert (a.flip_low, a.flip_high) == pytest.approx(iu.stats.wilson_interval(10, 30))
+    acc = iu.stats.bootstrap_mean(df[df.method == "abif"].heldout_acc_change.to_numpy(), n_boot=500, seed=3)
+    assert (a.acc_change, a.acc_low, a.acc_high) == pytest.approx((acc.estimate, acc.low, acc.high))
+    clean = cr.clean_fix(df[df.method == "abif"]).sum()
+    assert a.clean_rate == pytest.approx(clean / 30)
+    r = out.loc["random"]
+    assert r.interval == "bootstrap" and r.flip_rate == pytest.approx(np.mean([(e % 5) / 5 for e in range(30)]))
+    assert r.flip_low < r.flip_rate < r.flip_high
+
+
+def test_compare_wires_mcnemar_sign_test_and_holm():
+    import pandas as pd
+
+    rng = np.random.default_rng(1)
+    n = 40
+    parts = []
+    for k in (1, 10):
+        a = rng.random(n) < 0.6
+        b = rng.random(n) < 0.3
+        r = rng.integers(0, 6, n) / 5
+        for name, v in (("abif", a), ("cosine", b), ("random", r)):
+            parts.append(pd.DataFrame({"method": name, "example": np.arange(n), "k": k, "s": 1, "flipped": v}))
+    df = pd.concat(parts, ignore_index=True)
+    out = cr.compare({"m1": df, "m2": df}, [("abif", "cosine"), ("abif", "random")])
+    assert len(out) == 2 * 2 * 2 and set(out.model) == {"m1", "m2"}
+    for row in out.itertuples():
+        fa = df[(df.method == row.a) & (df.k == row.k)].flipped.to_numpy().astype(float)
+        fb = df[(df.method == row.b) & (df.k == row.k)].flipped.to_numpy().astype(float)
+        if row.b == "cosine":
+            t = iu.stats.mcnemar_exact(fa, fb)
+            assert row.test == "mcnemar" and row.n == n and (row.only_a, row.only_b) == (t.only_a, t.only_b)
+            assert row.pvalue == pytest.approx(t.pvalue)
+        else:
+            d = fa - fb
+            assert row.test == "sign" and row.n == int((d != 0).sum())
+            assert row.pvalue == pytest.approx(iu.stats.sign_test(d))
+    np.testing.assert_allclose(out.pvalue_holm, iu.stats.holm(out.pvalue.to_numpy()))
+    assert (out.significant == (out.pvalue_holm < 0.05)).all()
+    sig = out[out.significant]
+    assert ((sig.verdict == "a") == (sig.only_a > sig.only_b)).all()
+    assert (out[~out.significant].verdict == "no difference").all()
+    with pytest.raises(ValueError, match="unknown method"):
+        cr.compare(df, [("abif", "tracin")])
+
+
+def test_remove_and_retrain_equals_retrain_without_and_train(wrong):
+    obj, theta, train, test, idx = wrong
+    heldout = (train[0][:30], train[1][:30])
+    scores = cr.helpful_scores("cosine", obj, theta, train, test)
+    kw = dict(lr=0.5, batch_size=16, seed=4)
+    df = cr.remove_and_retrain(obj, theta, train, test, heldout, scores, ks=[1, 3], steps=[2, 10],
+                               test_ids=idx.tolist(), chunk=3, **kw)
+    n_test = len(test[1])
+    assert len(df) == 2 * 2 * 2 * n_test  # (remove, continue) × k × s × examples
+    harmful = cr.select_harmful(scores, 3)
+    assert torch.equal(harmful, (-scores).topk(3, dim=1).indices)
+    right0 = (obj.forward(theta, heldout[0]) > 0).long() == heldout[1].long()
+    for s in (2, 10):
+        th_w = iu.retrain_without(obj, theta, train, [harmful[i, :3].tolist() for i in range(n_test)],
+                                  steps=s, **kw)
+        base = iu.train(obj, theta, train, steps=s, **kw).final
+        for i in (0, n_test - 1):
+            w = torch.ones(len(train[1]), dtype=torch.float64)
+            w[harmful[i, :3]] = 0
+            by_train = iu.train(obj, theta, train, steps=s, weights=w, **kw).final
+            torch.testing.assert_close(th_w[i], by_train)
+            one = (test[0][i:i + 1], test[1][i:i + 1])
+            for method, th in (("remove", by_train), ("continue", base)):
+                row = df[(df.method == method) & (df.k == 3) & (df.s == s) & (df.example == int(idx[i]))].iloc[0]
+                assert row.loss_after == pytest.approx(float(obj.per_example_losses(th, one)[0]), rel=1e-9)
+                assert row.flipped == bool((obj.forward(th, one[0]) > 0).long()[0] == one[1][0].long())
+                right = (obj.forward(th, heldout[0]) > 0).long() == heldout[1].long()
+                assert row.heldout_acc_change == pytest.approx(float(right.double().mean() - right0.double().mean()))
+                assert row.heldout_broken == int((right0 & ~right).sum())
+    # the run without removal is the same for every example and every k
+    cont = df[df.method == "continue"]
+    assert cont.groupby("s").heldout_acc_change.nunique().max() == 1
+    with pytest.raises(ValueError, match="scores"):
+        cr.remove_and_retrain(obj, theta, train, test, heldout, scores[:, :5], ks=[1], steps=[1], **kw)
+
+
+def test_correction_costs_amortise_the_fit_and_decide_by_ranges():
+    out = cr.correction_costs(fit=10.0, per_correction=[0.9, 1.0, 1.1], retrain_top=[2.0, 3.0, 4.0],
+                              retrain_scratch=50.0, counts=(1, 100)).set_index(["strategy", "corrections"])
+    ours1 = out.loc[("influence + fine-tuning", 1)]
+    assert ours1.seconds == pytest.approx(11.0) and (ours1.low, ours1.high) == pytest.approx((10.9, 11.1))
+    assert out.loc[("influence + fine-tuning", 100)].seconds == pytest.approx(110.0)
+    assert out.loc[("influence + fine-tuning", 100)].per_correction == pytest.approx(1.1)
+    assert out.loc[("retrain top from checkpoint", 1)].vs_influence == "costs less"  # 2..4 s < 10.9 s
+    assert out.loc[("retrain top from checkpoint", 100)].vs_influence == "costs more"  # 200..400 s > 120 s
+    assert out.loc[("retrain from scratch", 100)].seconds == pytest.approx(5000.0)
+    near = cr.correction_costs(fit=0.0, per_correction=[1.0, 2.0], retrain_top=[1.5], retrain_scratch=9.0, counts=(1,))
+    assert near.set_index("strategy").loc["retrain top from checkpoint"].vs_influence == "comparable"
+    with pytest.raises(ValueError, match="fit"):
+        cr.correction_costs(fit=-1.0, per_correction=1.0, retrain_top=1.0, retrain_scratch=1.0)
+
+
+def test_the_test_follows_the_method_not_the_values():
+    import pandas as pd
+
+    n = 20
+    flips = np.zeros(n)
+    flips[:3] = 1.0  # the averaged draws happen to be all 0 or 1
+    df = pd.concat([pd.DataFrame({"method": "abif", "example": np.arange(n), "k": 1, "s": 1, "draws": 1,
+                                  "flipped": np.arange(n) < 10, "heldout_acc_change": 0.0}),
+                    pd.DataFrame({"method": "random", "example": np.arange(n), "k": 1, "s": 1, "draws": 5,
+                                  "flipped": flips, "heldout_acc_change": 0.0})], ignore_index=True)
+    row = cr.compare(df, [("abif", "random")]).iloc[0]
+    assert row.test == "sign" and row.n == 7 and row.pvalue == pytest.approx(iu.stats.sign_test(np.r_[np.ones(7)]))
+    assert cr.analyze(df, n_boot=200).set_index("method").loc["random", "interval"] == "bootstrap"

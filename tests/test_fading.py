@@ -102,3 +102,12 @@ def test_growth_models_errors():
         fit_growth_models(steps, torch.ones(3, 4), window=(0, 4))
     with pytest.raises(ValueError, match="fewer than 3"):
         fit_growth_models(steps, torch.ones(3, 4), window=(1, 2))
+
+
+def test_fading_study_estimator_subset():
+    obj, theta, train, test = _mlp_problem()
+    kw = dict(n_z=3, n_queries=5, horizon=4, lr=0.2, batch_size=None, rank=4, iterations=8, n_boot=100)
+    st = iu.fading_study(obj, theta, train, test, estimators=("TracIn",), **kw)
+    assert set(st.predictions) == {"time-bounded IF", "TracIn"} and set(st.table.estimator) == set(st.predictions)
+    with pytest.raises(ValueError, match="unknown estimators"):
+        iu.fading_study(obj, theta, train, test, estimators=("LiSSA",), **kw)
