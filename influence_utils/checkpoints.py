@@ -385,8 +385,10 @@ class ProbeResult:
     """A logistic-regression probe on the frozen encoder's mean-pooled features (:func:`linear_probe`).
 
     Attributes:
-        train_accuracy, test_accuracy: accuracies on the task's training and test sets.
-        n_train, n_test: their sizes.
+        train_accuracy: accuracy on the task's training set.
+        test_accuracy: accuracy on the task's test set.
+        n_train: training-set size.
+        n_test: test-set size.
         max_length: the tokenization length (the task's).
         feature_dim: width of the pooled features (384 for MiniLM).
     """

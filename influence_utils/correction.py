@@ -1048,7 +1048,7 @@ def correction_costs(*, fit: Any, per_correction: Any, retrain_top: Any, retrain
         counts: the numbers of corrections to price.
 
     Returns:
-        A DataFrame with one row per (strategy, corrections): ``seconds`` (from the medians),
+        A DataFrame, one row per strategy and number of corrections, with ``seconds`` (from the medians),
         ``low``, ``high`` (from the minima and maxima), ``per_correction`` (seconds / corrections)
         and ``vs_influence``: ``"costs less"`` when the strategy's range lies entirely below that of
         influence-guided fine-tuning at the same count, ``"costs more"`` when entirely above,
