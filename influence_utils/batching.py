@@ -95,6 +95,8 @@ def iter_chunks(
             A DataLoader keeps its own batch size.
         weights: optional per-example weights ``[n]``, sliced alongside (tensor data only).
     """
+    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 0):
+        raise ValueError(f"chunk_size must be a non-negative integer (0 or None: no chunking), got {chunk_size!r}")
     if isinstance(data, (tuple, list)):
         inputs, targets = validate_batch(data)
         n = targets.shape[0]

@@ -241,8 +241,13 @@ def pretrain(model: nn.Module, data: tuple, *, epochs: int, lr: float, batch_siz
     return torch.tensor(history)
 
 
+#: Bumped whenever the code that produces a cache entry changes what it stores; part of every key,
+#: with the package version, so an entry built by older code is never served to newer code.
+CACHE_SCHEMA = 2
+
+
 def _fingerprint(ds: Dataset, model: nn.Module) -> str:
-    """A short digest of the data and of the untrained model, so injected inputs get their own entries."""
+    """A digest of the data and of every value of the untrained model, so injected inputs get their own entries."""
     h = hashlib.sha256()
     for part in (ds.train, ds.test):
         x, y = part
@@ -253,9 +258,17 @@ def _fingerprint(ds: Dataset, model: nn.Module) -> str:
             h.update("\x1f".join(x).encode())
     for name, p in model.state_dict().items():
         h.update(name.encode())
-        h.update(p.detach().to("cpu", torch.float64).flatten()[:64].numpy().tobytes())
-        h.update(repr(tuple(p.shape)).encode())
+        h.update(repr((tuple(p.shape), str(p.dtype))).encode())
+        h.update(p.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _cache_key(task: TopLayerTask, dataset: Dataset, model: nn.Module) -> dict:
+    """The key of every cached stage of ``task``: its fields, the data and model digest, the code version."""
+    from . import __version__
+
+    return {"task": dataclasses.asdict(task), "fingerprint": _fingerprint(dataset, model),
+            "code": {"version": __version__, "schema": CACHE_SCHEMA}}
 
 
 def checkpoint(
@@ -298,7 +311,7 @@ def checkpoint(
     if model is None:
         model = build_model(task, dataset.num_classes)
     model = model.to(torch.float32).eval()
-    key = {"task": dataclasses.asdict(task), "fingerprint": _fingerprint(dataset, model)}
+    key = _cache_key(task, dataset, model)
     opts = dict(root=root, refresh=refresh)
     stem = task.model
 
@@ -502,8 +515,7 @@ def linear_probe(
     if model is None:
         model = build_model(task, dataset.num_classes)
     model = model.to(torch.float32).eval()
-    key = {"task": dataclasses.asdict(task), "fingerprint": _fingerprint(dataset, model),
-           "probe": {"C": float(C), "max_iter": int(max_iter)}}
+    key = {**_cache_key(task, dataset, model), "probe": {"C": float(C), "max_iter": int(max_iter)}}
 
     def run_probe() -> dict:
         import numpy as np

@@ -144,7 +144,7 @@ class Objective:
         self.model = model
         self.loss_fn = loss_fn
         self.weight_decay = float(weight_decay)
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = chunk_size
         self.names = _select_names(model, params)
         named = dict(model.named_parameters())
         selected = [named[n] for n in self.names]
@@ -173,6 +173,17 @@ class Objective:
     def device(self) -> torch.device:
         """Device of θ (that of the selected parameters)."""
         return self._first.device
+
+    @property
+    def chunk_size(self) -> int:
+        """Examples per chunk when data is a large tensor pair (memory grows with it)."""
+        return self._chunk_size
+
+    @chunk_size.setter
+    def chunk_size(self, value: int) -> None:
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"chunk_size must be a positive integer number of examples, got {value!r}")
+        self._chunk_size = int(value)
 
     def theta(self) -> Tensor:
         """The model's current selected parameters as a flat detached copy ``[p]``."""

@@ -22,6 +22,8 @@ test loss). What differs is *how* θ is assumed to respond to the removal:
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -225,8 +227,8 @@ def time_bounded_influence(
         )
     if outside not in ("flat", "drop"):
         raise ValueError(f"outside must be 'flat' or 'drop', got {outside!r}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr}")
     many = not isinstance(steps, int)
     horizons = list(steps) if many else [steps]
     if any(int(t) != t or t < 0 for t in horizons):
@@ -283,6 +285,9 @@ def tracin(
             f"need one learning rate per checkpoint, got {len(checkpoints)} checkpoints and "
             f"{len(learning_rates)} learning rates"
         )
+    bad = [float(eta) for eta in learning_rates if not (math.isfinite(float(eta)) and float(eta) > 0)]
+    if bad:
+        raise ValueError(f"learning rates must be finite numbers > 0, got {bad}")
     n = num_examples(train) if n is None else n
     total = None
     for theta_k, eta in zip(checkpoints, learning_rates):
