@@ -79,3 +79,30 @@ def test_scatter_figure_reports_correlation():
     fig = iu.plotting.scatter_predicted_actual(x, x + 0.01 * torch.sin(40 * x))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert any("Pearson 1.000" in t or "Pearson 0.99" in t for t in labels)
+
+
+# Split sizes of the data sets chapters 7 and 8 use (train, test); the full ones download, so their
+# sizes are stated here from the data registry (SST-2: 67,349 train, 872 labelled validation used
+# as test; CIFAR-10: 50,000 / 10,000) and the offline ones are loaded.
+_FULL_SPLITS = {"sst2": (67349, 872), "cifar10": (50000, 10000)}
+
+
+@pytest.mark.parametrize("profile", ["quick", "full"])
+def test_chapter_7_and_8_sizes_fit_their_data_sets(profile):
+    cfg = iu.get_config(profile)
+    splits = {}
+    for task in (cfg.ch7.bert, cfg.ch7.resnet):
+        if task.dataset in _FULL_SPLITS:
+            splits[task.dataset] = _FULL_SPLITS[task.dataset]
+        else:
+            ds = iu.load_dataset(task.dataset)
+            splits[task.dataset] = (ds.n_train, ds.n_test)
+    for task in (cfg.ch7.bert, cfg.ch7.resnet):
+        n_train, n_test = splits[task.dataset]
+        assert task.n_train <= n_train and task.n_test <= n_test, task
+        assert cfg.ch7.n_z <= task.n_train and cfg.ch7.hessian_examples <= task.n_train
+        assert cfg.ch7.n_queries <= task.n_test and cfg.ch8.hessian_examples <= task.n_train
+    text_test, image_test = splits[cfg.ch7.bert.dataset][1], splits[cfg.ch7.resnet.dataset][1]
+    assert cfg.ch8.n_pool_text <= text_test and cfg.ch8.n_pool_image <= image_test
+    assert cfg.ch8.n_wrong + cfg.ch8.n_heldout <= min(cfg.ch8.n_pool_text, cfg.ch8.n_pool_image)
+    assert cfg.ch7.n_queries <= cfg.ch7.mlp_n_test and cfg.ch7.hessian_examples <= cfg.ch7.mlp_n_train
