@@ -3,7 +3,8 @@
 Every estimate comes back as an :class:`Interval` (a point estimate with a two-sided confidence
 interval), so prose and plots can show it the same way (``f"{iv:.3f}"``, ``iv.excludes(0)``).
 
-* **Correlations** (:func:`bootstrap_correlation`, :func:`bootstrap_correlations`): Pearson or
+* **Correlations** (:func:`bootstrap_correlation`, :func:`bootstrap_correlations`,
+  :func:`bootstrap_correlation_difference` for two estimators against the same truth): Pearson or
   Spearman with a percentile-bootstrap interval. The resampling unit matters. For paired samples
   it is the pair (``unit="pairs"``). For a score matrix ``[rows, cols]`` (e.g. rows = test
   queries, columns = removed training examples) the cells are not independent: ``unit="rows"``
@@ -36,6 +37,7 @@ __all__ = [
     "METHODS",
     "bootstrap_correlation",
     "bootstrap_correlations",
+    "bootstrap_correlation_difference",
     "bootstrap_mean",
     "bootstrap_mean_difference",
     "wilson_interval",
@@ -272,27 +274,11 @@ def _prepare_pairs(xs: Sequence[Any], ys: Sequence[Any], unit: str, method: str)
     return ax, ay, shape, n
 
 
-def bootstrap_correlations(
-    xs: Sequence[Any],
-    ys: Sequence[Any],
-    *,
-    method: str = "pearson",
-    unit: str = "pairs",
-    n_boot: int = 2000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> list[Interval]:
-    """Bootstrap intervals for several correlations, all with the same resampled indices.
-
-    Common random numbers: replicate b resamples the same pairs (rows, columns) for every
-    ``(xs[i], ys[i])``, so differences between the intervals come from the data, not from the
-    draw. All arrays must have the same shape. See :func:`bootstrap_correlation` for the
-    arguments.
-
-    Returns:
-        One :class:`Interval` per pair, in the order given.
-    """
-    _check_boot(n_boot, confidence)
+def _correlation_replicates(
+    xs: Sequence[Any], ys: Sequence[Any], method: str, unit: str, n_boot: int, seed: int
+) -> tuple[list[float], np.ndarray, int, tuple]:
+    """Full-data correlations and their bootstrap replicates ``[len(xs), n_boot]`` (NaN where a
+    replicate has a constant x or y), all pairs resampled with the same indices."""
     ax, ay, shape, n = _prepare_pairs(xs, ys, unit, method)
     from scipy.stats import pearsonr, spearmanr
 
@@ -317,21 +303,95 @@ def bootstrap_correlations(
             if method == "spearman":
                 xb, yb = _rowwise_ranks(xb, kx[i]), _rowwise_ranks(yb, ky[i])
             r = _rowwise_pearson(xb, yb)
-            boot[i].append(r[~degenerate])
+            r[degenerate] = np.nan
+            boot[i].append(r)
+    return estimates, np.stack([np.concatenate(b) for b in boot]), n, shape
 
+
+def _check_degenerate(values: np.ndarray, n_boot: int, what: str, unit: str, shape: tuple) -> np.ndarray:
+    kept = values[~np.isnan(values)]
+    dropped = int(n_boot) - kept.size
+    if dropped > n_boot / 2:
+        raise ValueError(
+            f"{dropped} of {n_boot} bootstrap replicates of {what} have a constant x or y (the "
+            f"correlation is undefined); there are too few distinct values for unit={unit!r} "
+            f"with shape {shape}; use more data or a different unit"
+        )
+    return kept
+
+
+def bootstrap_correlations(
+    xs: Sequence[Any],
+    ys: Sequence[Any],
+    *,
+    method: str = "pearson",
+    unit: str = "pairs",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> list[Interval]:
+    """Bootstrap intervals for several correlations, all with the same resampled indices.
+
+    Common random numbers: replicate b resamples the same pairs (rows, columns) for every
+    ``(xs[i], ys[i])``, so differences between the intervals come from the data, not from the
+    draw. All arrays must have the same shape. See :func:`bootstrap_correlation` for the
+    arguments.
+
+    Returns:
+        One :class:`Interval` per pair, in the order given.
+    """
+    _check_boot(n_boot, confidence)
+    estimates, boot, n, shape = _correlation_replicates(xs, ys, method, unit, n_boot, seed)
     out = []
     for i, est in enumerate(estimates):
-        values = np.concatenate(boot[i])
-        dropped = int(n_boot) - values.size
-        if dropped > n_boot / 2:
-            raise ValueError(
-                f"{dropped} of {n_boot} bootstrap replicates of pair {i} have a constant x or y (the "
-                f"correlation is undefined); there are too few distinct values for unit={unit!r} "
-                f"with shape {shape}; use more data or a different unit"
-            )
+        values = _check_degenerate(boot[i], n_boot, f"pair {i}", unit, shape)
         low, high = _percentile(values, confidence)
         out.append(Interval(est, low, high, float(confidence), int(n)))
     return out
+
+
+def bootstrap_correlation_difference(
+    a: Any,
+    b: Any,
+    truth: Any,
+    *,
+    method: str = "pearson",
+    unit: str = "pairs",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Paired comparison of two estimators: ``corr(a, truth) - corr(b, truth)`` with an interval.
+
+    Both correlations are recomputed on the same resampled units in every replicate, so the
+    interval is that of the paired difference (narrower than comparing two separate intervals
+    when the estimators err on the same units). The difference is decided, at the given level,
+    when the interval excludes 0: ``bootstrap_correlation_difference(a, b, y).low > 0`` means
+    ``a`` predicts ``y`` better than ``b``.
+
+    Args:
+        a: predictions of the first estimator, ``[n]`` or ``[rows, cols]`` (as in
+            :func:`bootstrap_correlation`).
+        b: predictions of the second estimator, same shape.
+        truth: the measured values both are compared with, same shape.
+        method: ``"pearson"`` or ``"spearman"``.
+        unit: ``"pairs"``, ``"rows"``, ``"cols"`` or ``"both"`` (see :func:`bootstrap_correlation`).
+        n_boot: number of bootstrap replicates, >= 100.
+        confidence: two-sided level, in (0, 1).
+        seed: seed of ``numpy.random.default_rng``.
+
+    Returns:
+        :class:`Interval` of the difference; ``estimate`` is the difference on the full data.
+        Replicates where either correlation is undefined are dropped.
+
+    Raises:
+        ValueError: as :func:`bootstrap_correlation`.
+    """
+    _check_boot(n_boot, confidence)
+    estimates, boot, n, shape = _correlation_replicates([a, b], [truth, truth], method, unit, n_boot, seed)
+    values = _check_degenerate(boot[0] - boot[1], n_boot, "the difference", unit, shape)
+    low, high = _percentile(values, confidence)
+    return Interval(estimates[0] - estimates[1], low, high, float(confidence), int(n))
 
 
 def bootstrap_correlation(
