@@ -61,7 +61,28 @@ def per_example_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 def per_example_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
-    """Per-example ½‖output − target‖², summed over any trailing dimensions. Returns ``[n]``."""
+    """Per-example ½‖output − target‖², summed over any trailing dimensions. Returns ``[n]``.
+
+    ``outputs`` and ``targets`` must have the same shape, except for one trailing dimension of
+    size 1 on either side: ``[n, 1]`` outputs (what ``nn.Linear(d, 1)`` gives) with ``[n]``
+    targets are compared example by example. Any other mismatch is an error, because
+    broadcasting ``[n, 1]`` against ``[n]`` would silently compare every output with every target.
+
+    Raises:
+        ValueError: when the shapes differ otherwise.
+    """
+    if outputs.shape != targets.shape:
+        if outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1 and outputs.shape[:-1] == targets.shape:
+            outputs = outputs.squeeze(-1)
+        elif targets.dim() == outputs.dim() + 1 and targets.shape[-1] == 1 and targets.shape[:-1] == outputs.shape:
+            targets = targets.squeeze(-1)
+        else:
+            raise ValueError(
+                f"per_example_squared_error needs outputs and targets of the same shape (one trailing "
+                f"dimension of size 1 may differ), got outputs {tuple(outputs.shape)} and targets "
+                f"{tuple(targets.shape)}; reshape the targets to the model's output shape, e.g. "
+                f"targets.reshape(outputs.shape)"
+            )
     diff = outputs - targets.to(outputs.dtype)
     return 0.5 * diff.reshape(diff.shape[0], -1).pow(2).sum(-1)
 

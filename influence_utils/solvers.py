@@ -64,6 +64,49 @@ class ConvergenceWarning(UserWarning):
     """An iterative solver stopped before reaching its tolerance."""
 
 
+def _nonfinite_source(obj: Objective, theta: Tensor, data: Any, losses: bool = True) -> str | None:
+    """Where a NaN or inf in the curvature comes from: θ, an input, a target or a loss (None when
+    ``losses`` is False and θ and the data are finite)."""
+    if not torch.isfinite(theta).all():
+        bad = (~torch.isfinite(theta)).nonzero().flatten()
+        return f"theta has {bad.numel()} non-finite entries (first at index {int(bad[0])})"
+    inputs, targets = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
+    leaves = [("targets", targets)]
+    if isinstance(inputs, Tensor):
+        leaves.append(("inputs", inputs))
+    elif isinstance(inputs, dict):
+        leaves += [(f"inputs[{k!r}]", v) for k, v in inputs.items()]
+    elif isinstance(inputs, (tuple, list)):
+        leaves += [(f"inputs[{i}]", v) for i, v in enumerate(inputs)]
+    for name, t in leaves:
+        if isinstance(t, Tensor) and t.is_floating_point() and t.ndim >= 1 and not torch.isfinite(t).all():
+            rows = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero().flatten()
+            return (f"the training data: {name} has non-finite values in {rows.numel()} examples "
+                    f"(first: example {int(rows[0])}); remove or repair them")
+    if not losses:
+        return None
+    try:
+        losses = obj.per_example_losses(theta, data)
+    except Exception:  # noqa: BLE001 - the diagnosis must not hide the original problem
+        return "the Hessian-vector products (the inputs, targets and θ are finite)"
+    if not torch.isfinite(losses).all():
+        rows = (~torch.isfinite(losses)).nonzero().flatten()
+        return (f"the per-example losses: {rows.numel()} examples have a non-finite loss at theta "
+                f"(first: example {int(rows[0])}); the model overflows on them (check the input scale "
+                "and theta)")
+    return ("the second derivatives themselves overflow (the inputs, targets, θ and losses are "
+            "finite); check the scale of the inputs and of theta, or compute in float64")
+
+
+def _check_finite(result: Tensor, what: str, obj: Objective, theta: Tensor, data: Any) -> Tensor:
+    if not torch.isfinite(result).all():
+        raise FloatingPointError(
+            f"the {what} contains NaN or inf, so every score would be NaN; it comes from "
+            f"{_nonfinite_source(obj, theta, data)}"
+        )
+    return result
+
+
 class _Solver:
     damping: float
 
@@ -78,10 +121,13 @@ class _Solver:
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "_Solver":  # pragma: no cover
         raise NotImplementedError
 
-    def _matvec(self, obj: Objective, theta: Tensor, data: Any, gauss_newton: bool = False):
+    def _matvec(self, obj: Objective, theta: Tensor, data: Any, gauss_newton: bool = False, check: bool = True):
         def mv(v: Tensor) -> Tensor:
             self.hvp_count += 1 if v.ndim == 1 else v.shape[0]
-            return obj.hvp(theta, data, v, gauss_newton=gauss_newton)
+            out = obj.hvp(theta, data, v, gauss_newton=gauss_newton)
+            if check and torch.isfinite(v).all():
+                _check_finite(out, "Hessian-vector product", obj, theta, data)
+            return out
 
         return mv
 
@@ -168,7 +214,8 @@ class ExactSolver(_EigenSolver):
         self.rtol = rtol
 
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ExactSolver":
-        self.hessian = obj.hessian(theta, data, gauss_newton=self.gauss_newton)
+        self.hessian = _check_finite(obj.hessian(theta, data, gauss_newton=self.gauss_newton), "Hessian",
+                                     obj, theta, data)
         self.hvp_count = obj.p
         evals, evecs = torch.linalg.eigh(self.hessian)
         order = torch.argsort(evals, descending=True)
@@ -308,12 +355,16 @@ class LissaSolver(_Solver):
             validate_batch(data)  # stochastic batches need indexable tensors
         self._obj, self._theta, self._data = obj, theta, data
         self._n = num_examples(data)
+        source = _nonfinite_source(obj, theta, data, losses=False)
+        if source is not None:  # a NaN in the data is not a divergence
+            raise FloatingPointError(f"LiSSA cannot run on non-finite curvature; it comes from {source}")
         self._p = obj.p
         return self
 
     def _batch_mv(self, generator: torch.Generator | None):
         if self.batch_size is None or self.batch_size >= self._n:
-            return self._matvec(self._obj, self._theta, self._data, self.gauss_newton)
+            # no finiteness check per product: a diverging recursion is LiSSA's own error
+            return self._matvec(self._obj, self._theta, self._data, self.gauss_newton, check=False)
         inputs, targets = self._data
 
         def mv(v: Tensor) -> Tensor:

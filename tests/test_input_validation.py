@@ -69,3 +69,63 @@ def test_cache_key_carries_the_code_version():
     ds = _tiny_dataset()
     key = C._cache_key(iu.config.TopLayerTask(), ds, nn.Linear(2, 2))
     assert key["code"] == {"version": iu.__version__, "schema": C.CACHE_SCHEMA}
+
+
+def test_squared_error_with_one_output_and_flat_targets_is_per_example():
+    # nn.Linear(d, 1) gives [n, 1]; regression targets are usually [n]. Broadcasting them would
+    # compare every output with every target ([n, n]); the loss must be per example instead.
+    g = torch.Generator().manual_seed(0)
+    n, d, wd = 30, 4, 1e-2
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(n, generator=g, dtype=torch.float64)
+    model = nn.Linear(d, 1, bias=False).double()
+    obj = iu.Objective(model, iu.per_example_squared_error, weight_decay=wd)
+    theta = obj.theta()
+    residual = x @ theta - y
+    assert torch.allclose(obj.loss(theta, (x, y)), 0.5 * residual.pow(2).mean() + 0.5 * wd * theta.pow(2).sum())
+    # linear least squares: H = XᵀX / n + wd I exactly, and ∇ℓ_i = (x_iᵀθ − y_i) x_i
+    assert torch.allclose(obj.hessian(theta, (x, y)), x.T @ x / n + wd * torch.eye(d, dtype=torch.float64))
+    assert torch.allclose(obj.per_example_grads(theta, (x, y)), residual[:, None] * x)
+    # the same with [n, 1] targets and [n] outputs
+    assert torch.allclose(iu.per_example_squared_error(y[:, None], y + 1), torch.full((n,), 0.5, dtype=torch.float64))
+
+
+def test_squared_error_refuses_other_shape_mismatches():
+    with pytest.raises(ValueError, match=r"outputs \(5, 2\) and targets \(5,\).*reshape"):
+        iu.per_example_squared_error(torch.zeros(5, 2), torch.zeros(5))
+    with pytest.raises(ValueError, match="same shape"):
+        iu.per_example_squared_error(torch.zeros(5, 1), torch.zeros(4))
+
+
+def _with_nan_example(k=3):
+    obj, theta, (x, y) = _logreg(n=20)
+    x = x.clone()
+    x[k, 1] = math.nan
+    return obj, theta, (x, y)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: iu.ExactSolver(damping=0.01),
+    lambda: iu.CGSolver(damping=0.01, max_iter=20),
+    lambda: iu.ArnoldiSolver(rank=3, iterations=6),
+    lambda: iu.LissaSolver(damping=0.01, scale=10.0, depth=20),
+])
+def test_a_nan_in_the_data_is_named_not_turned_into_nan_scores(make):
+    obj, theta, train = _with_nan_example(k=3)
+    with pytest.raises(FloatingPointError, match=r"inputs has non-finite values in 1 examples \(first: example 3\)"):
+        solver = make().fit(obj, theta, train)
+        solver.solve(torch.ones(obj.p, dtype=torch.float64))
+
+
+def test_non_finite_theta_and_overflowing_losses_are_named():
+    obj, theta, train = _logreg()
+    bad = theta.clone()
+    bad[2] = math.inf
+    with pytest.raises(FloatingPointError, match=r"theta has 1 non-finite entries \(first at index 2\)"):
+        iu.ExactSolver().fit(obj, bad, train)
+    x, y = train
+    x = x.clone()
+    x[5] = 1e308  # finite inputs whose logits overflow: 3 x 1e308 is inf
+    ones = torch.ones_like(theta)
+    with pytest.raises(FloatingPointError, match=r"per-example losses: 1 examples .*example 5"):
+        iu.ArnoldiSolver(rank=3, iterations=6).fit(obj, ones, (x, y))
