@@ -43,7 +43,7 @@ from .trunk import cifar_resnet18, split, trunk_features
 from .utils import progress
 
 __all__ = ["TopLayerCheckpoint", "checkpoint", "build_model", "pretrain", "tokenizer_for", "MODELS",
-           "token_coverage", "choose_max_length", "linear_probe", "ProbeResult"]
+           "token_coverage", "choose_max_length", "linear_probe", "ProbeResult", "parameter_counts"]
 
 #: Model names a :class:`~influence_utils.config.TopLayerTask` may use, and what they are.
 MODELS = {
@@ -164,6 +164,41 @@ def build_model(task: TopLayerTask, n_classes: int, seed: int | None = None) -> 
     if task.model == "resnet18":
         return cifar_resnet18(n_classes=n_classes, in_channels=_in_channels(task), seed=seed)
     raise ValueError(f"unknown model {task.model!r}; choose from {sorted(MODELS)}")
+
+
+def parameter_counts(task: TopLayerTask, n_classes: int) -> tuple[int, int]:
+    """How many parameters θ holds for ``task``, and how many the whole model has, with no download.
+
+    The architecture is built on PyTorch's ``meta`` device (shapes only, no memory, no weights):
+    ``"bert-base"`` from ``transformers.BertConfig()``, whose defaults are bert-base-uncased's
+    sizes, so the full profile's numbers can be stated on a machine without network.
+
+    Args:
+        task: names the model and ``n_top`` (see :data:`MODELS`).
+        n_classes: number of classes of the data (the head's outputs).
+
+    Returns:
+        ``(p, total)``: the scalars in θ (the top ``task.n_top`` layers or blocks and the head,
+        as :func:`~influence_utils.trunk.top_parameter_names` selects them) and in the model.
+    """
+    from . import models
+    from .trunk import top_parameter_names
+
+    if task.model not in MODELS:
+        raise ValueError(f"unknown model {task.model!r}; choose from {sorted(MODELS)}")
+    if task.model == "minilm":
+        model = build_model(task, n_classes)  # offline wheel; the config is read from it
+    else:
+        with torch.device("meta"):
+            if task.model == "bert-base":
+                from transformers import BertConfig
+
+                model = models.bert_classifier_from_config(BertConfig(), num_labels=n_classes)
+            else:
+                model = build_model(task, n_classes)
+    top = set(top_parameter_names(model, task.n_top))
+    p = sum(t.numel() for name, t in model.named_parameters() if name in top)
+    return p, sum(t.numel() for t in model.parameters())
 
 
 def _in_channels(task: TopLayerTask) -> int:

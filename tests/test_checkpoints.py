@@ -218,3 +218,22 @@ def test_pretrain_schedules():
     assert TopLayerTask().pretrain_schedule == "constant"
     with pytest.raises(ValueError, match="unknown pretraining schedule 'linear'"):
         run("linear")
+
+
+def test_parameter_counts_without_download():
+    # bert-base-uncased by hand: one encoder layer (attention 4 x (768^2 + 768), two LayerNorms,
+    # feed-forward 768 x 3072 both ways with biases), the pooler and a 2-way head.
+    layer = 4 * (768 * 768 + 768) + 2 * 2 * 768 + (768 * 3072 + 3072) + (3072 * 768 + 768)
+    p, total = C.parameter_counts(TopLayerTask(model="bert-base", dataset="sst2", n_top=1), 2)
+    assert p == layer + (768 * 768 + 768) + (768 * 2 + 2) == 7_680_002
+    assert total == 109_482_240 + 768 * 2 + 2  # the published bert-base-uncased size, plus the head
+    # ResNet-18 (meta device): the same counts as the materialised model
+    task = TopLayerTask(model="resnet18", dataset="cifar10", n_top=1, max_length=0, width=64)
+    model = C.build_model(task, 10)
+    names = set(iu.trunk.top_parameter_names(model, 1))
+    assert C.parameter_counts(task, 10) == (
+        sum(t.numel() for n, t in model.named_parameters() if n in names),
+        sum(t.numel() for t in model.parameters()),
+    )
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        C.parameter_counts(TopLayerTask(model="vgg", dataset="cifar10"), 10)
