@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch", "to_device"]
+__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch", "to_device", "check_iterable"]
 
 
 def _leading_dims(inputs: Any) -> list[int]:
@@ -73,11 +73,53 @@ def index_batch(inputs: Any, index: Tensor | slice) -> Any:
     return tree_map(lambda t: t[index], inputs)
 
 
+def check_iterable(data: Any, ordered: bool = False) -> None:
+    """Refuse data that would give a silently wrong answer when read batch by batch.
+
+    * A one-shot iterator (a generator, ``iter(loader)``) is used up by its first pass, so every
+      later pass (counting the examples, each Hessian-vector product) would see no data.
+    * A ``DataLoader`` with ``drop_last=True`` leaves examples out of every pass.
+    * With ``ordered=True`` (the data indexes rows or columns of a result, as the training examples
+      index the columns of a score matrix), a ``DataLoader`` must read its dataset in order:
+      a random sampler (``shuffle=True``) would put column j somewhere else than example j.
+
+    Tensor pairs ``(inputs, targets)`` always pass.
+
+    Raises:
+        TypeError: for a one-shot iterator.
+        ValueError: for ``drop_last`` or, with ``ordered``, a sampler that is not sequential.
+    """
+    if isinstance(data, (tuple, list)):
+        return
+    if iter(data) is data:
+        raise TypeError(
+            f"data is a one-shot iterator ({type(data).__name__}): it is used up by the first pass, and "
+            "influence needs several (counting the examples, every Hessian-vector product). Pass the "
+            "DataLoader itself (not iter(loader)) or the tensors (inputs, targets)"
+        )
+    if getattr(data, "drop_last", False):
+        raise ValueError(
+            "the DataLoader has drop_last=True, so its last incomplete batch is left out of every pass "
+            "(the Hessian and the scores would miss those examples); create it with drop_last=False"
+        )
+    if ordered:
+        from torch.utils.data import SequentialSampler
+
+        sampler = getattr(data, "sampler", None)
+        if sampler is not None and not isinstance(sampler, SequentialSampler):
+            raise ValueError(
+                f"the DataLoader reads its dataset through a {type(sampler).__name__}, not in order, so "
+                "row/column j of the result would not be example j of the dataset; create it with "
+                "shuffle=False (and no sampler) for scores"
+            )
+
+
 def num_examples(data: Any) -> int:
     """Number of examples in ``data`` (a ``(inputs, targets)`` pair or a DataLoader)."""
     if isinstance(data, (tuple, list)):
         _, targets = validate_batch(data)
         return int(targets.shape[0])
+    check_iterable(data)
     dataset = getattr(data, "dataset", None)
     if dataset is not None and hasattr(dataset, "__len__"):
         return len(dataset)
@@ -85,15 +127,17 @@ def num_examples(data: Any) -> int:
 
 
 def iter_chunks(
-    data: Any, chunk_size: int | None = None, weights: Tensor | None = None
+    data: Any, chunk_size: int | None = None, weights: Tensor | None = None, ordered: bool = False
 ) -> Iterator[tuple[Any, Tensor, Tensor | None]]:
     """Yield ``(inputs, targets, weights)`` chunks of at most ``chunk_size`` examples.
 
     Args:
-        data: ``(inputs, targets)`` or a DataLoader.
+        data: ``(inputs, targets)`` or a DataLoader (re-iterable; see :func:`check_iterable`).
         chunk_size: maximum chunk length for tensor data; ``None`` yields the data whole.
             A DataLoader keeps its own batch size.
         weights: optional per-example weights ``[n]``, sliced alongside (tensor data only).
+        ordered: the chunks index rows or columns of a result, so a DataLoader must read its
+            dataset in order (no shuffling).
     """
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 0):
         raise ValueError(f"chunk_size must be a non-negative integer (0 or None: no chunking), got {chunk_size!r}")
@@ -115,6 +159,7 @@ def iter_chunks(
         raise TypeError("per-example weights need tensor data (inputs, targets), not a DataLoader")
     if isinstance(data, Mapping) or isinstance(data, Tensor):
         raise TypeError("data must be (inputs, targets) or a DataLoader yielding (inputs, targets)")
+    check_iterable(data, ordered=ordered)
     for batch in data:
         inputs, targets = validate_batch(batch)
         yield inputs, targets, None

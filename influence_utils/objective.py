@@ -259,16 +259,16 @@ class Objective:
             )
         return losses
 
-    def _chunks(self, data: Any, weights: Tensor | None = None) -> Iterable:
+    def _chunks(self, data: Any, weights: Tensor | None = None, ordered: bool = False) -> Iterable:
         dev = self.device
-        for inputs, targets, w in iter_chunks(data, self.chunk_size, weights):
+        for inputs, targets, w in iter_chunks(data, self.chunk_size, weights, ordered=ordered):
             yield to_device(inputs, dev), targets.to(dev), w
 
     def per_example_losses(self, theta: Tensor, data: Any) -> Tensor:
         """Losses ``ℓ(z_i; θ)`` for every example, ``[n]`` (no regulariser)."""
         self._check_theta(theta)
         with torch.no_grad():
-            return torch.cat([self._losses(theta, x, y) for x, y, _ in self._chunks(data)])
+            return torch.cat([self._losses(theta, x, y) for x, y, _ in self._chunks(data, ordered=True)])
 
     def loss(self, theta: Tensor, data: Any, weights: Tensor | None = None) -> Tensor:
         """Scalar ``(1/n) Σ_i w_i ℓ(z_i; θ) + (weight_decay/2)‖θ‖²`` (differentiable in θ).
@@ -309,7 +309,7 @@ class Objective:
         These are gradients of the example's own loss only: no 1/n factor and no weight decay.
         """
         self._check_theta(theta)
-        out = torch.cat([self._per_example_grads_chunk(theta, x, y) for x, y, _ in self._chunks(data)])
+        out = torch.cat([self._per_example_grads_chunk(theta, x, y) for x, y, _ in self._chunks(data, ordered=True)])
         _check_finite(out, "per-example gradients")
         return out
 

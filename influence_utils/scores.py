@@ -46,7 +46,7 @@ __all__ = [
 
 
 def _train_chunks(train: Any, chunk_size: int | None):
-    for inputs, targets, _ in iter_chunks(train, chunk_size):
+    for inputs, targets, _ in iter_chunks(train, chunk_size, ordered=True):
         yield inputs, targets
 
 

@@ -129,3 +129,40 @@ def test_non_finite_theta_and_overflowing_losses_are_named():
     ones = torch.ones_like(theta)
     with pytest.raises(FloatingPointError, match=r"per-example losses: 1 examples .*example 5"):
         iu.ArnoldiSolver(rank=3, iterations=6).fit(obj, ones, (x, y))
+
+
+def _loader(x, y, **kw):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    return DataLoader(TensorDataset(x, y), batch_size=8, **kw)
+
+
+def test_loaders_that_would_scramble_or_drop_score_columns_are_refused():
+    obj, theta, (x, y) = _logreg(n=30)
+    solver = iu.ExactSolver(damping=0.01).fit(obj, theta, (x, y))
+    exact = iu.influence(obj, theta, solver, train=(x, y), test=(x[:4], y[:4]))
+    # a sequential loader is the same data: the same scores, column j = example j
+    same = iu.influence(obj, theta, solver, train=_loader(x, y), test=(x[:4], y[:4]))
+    assert torch.allclose(same, exact)
+    with pytest.raises(ValueError, match="RandomSampler.*shuffle=False"):
+        iu.influence(obj, theta, solver, train=_loader(x, y, shuffle=True), test=(x[:4], y[:4]))
+    with pytest.raises(ValueError, match="RandomSampler.*shuffle=False"):
+        obj.per_example_grads(theta, _loader(x, y, shuffle=True))
+    with pytest.raises(ValueError, match="drop_last=True"):
+        iu.influence(obj, theta, solver, train=_loader(x, y, drop_last=True), test=(x[:4], y[:4]))
+    with pytest.raises(ValueError, match="drop_last=True"):
+        iu.ExactSolver().fit(obj, theta, _loader(x, y, drop_last=True))
+    # order does not matter for the Hessian: a shuffled loader gives the same curvature
+    H = obj.hessian(theta, _loader(x, y, shuffle=True))
+    assert torch.allclose(H, obj.hessian(theta, (x, y)))
+
+
+def test_a_one_shot_generator_is_refused_before_it_is_used_up():
+    obj, theta, (x, y) = _logreg(n=30)
+    batches = ((x[i:i + 10], y[i:i + 10]) for i in range(0, 30, 10))
+    with pytest.raises(TypeError, match=r"one-shot iterator.*DataLoader itself"):
+        iu.CGSolver(damping=0.01).fit(obj, theta, batches).solve(torch.ones(obj.p, dtype=torch.float64))
+    with pytest.raises(TypeError, match="one-shot iterator"):
+        iu.batching.num_examples(iter(_loader(x, y)))
+    # the loader itself can be read again and again: the same Hessian as the tensors
+    assert torch.allclose(obj.hessian(theta, _loader(x, y)), obj.hessian(theta, (x, y)))
