@@ -355,6 +355,7 @@ def bootstrap_correlation_difference(
     b: Any,
     truth: Any,
     *,
+    truth_b: Any = None,
     method: str = "pearson",
     unit: str = "pairs",
     n_boot: int = 2000,
@@ -374,6 +375,9 @@ def bootstrap_correlation_difference(
             :func:`bootstrap_correlation`).
         b: predictions of the second estimator, same shape.
         truth: the measured values both are compared with, same shape.
+        truth_b: if given, ``b`` is compared with these instead: the interval of
+            ``corr(a, truth) - corr(b, truth_b)``, still on the same resampled units (e.g. one
+            estimator against two horizons' measured effects, on the same queries and examples).
         method: ``"pearson"`` or ``"spearman"``.
         unit: ``"pairs"``, ``"rows"``, ``"cols"`` or ``"both"`` (see :func:`bootstrap_correlation`).
         n_boot: number of bootstrap replicates, >= 100.
@@ -388,7 +392,8 @@ def bootstrap_correlation_difference(
         ValueError: as :func:`bootstrap_correlation`.
     """
     _check_boot(n_boot, confidence)
-    estimates, boot, n, shape = _correlation_replicates([a, b], [truth, truth], method, unit, n_boot, seed)
+    other = truth if truth_b is None else truth_b
+    estimates, boot, n, shape = _correlation_replicates([a, b], [truth, other], method, unit, n_boot, seed)
     values = _check_degenerate(boot[0] - boot[1], n_boot, "the difference", unit, shape)
     low, high = _percentile(values, confidence)
     return Interval(estimates[0] - estimates[1], low, high, float(confidence), int(n))

@@ -335,3 +335,17 @@ def test_paired_difference_is_narrower_than_separate_intervals():
     assert both.n == 6 and both.low <= both.estimate <= both.high
     with pytest.raises(ValueError, match="shape"):
         st.bootstrap_correlation_difference(a, b[:-1], y)
+
+
+def test_correlation_difference_against_two_truths():
+    rng = np.random.default_rng(3)
+    t1 = rng.normal(size=(8, 12))
+    t2 = t1 + 0.8 * rng.normal(size=(8, 12))  # a later, noisier truth
+    pred = t1 + 0.2 * rng.normal(size=(8, 12))
+    iv = st.bootstrap_correlation_difference(pred, pred, t1, truth_b=t2, unit="both", n_boot=500, seed=1)
+    r1, r2 = st.bootstrap_correlations([pred, pred], [t1, t2], unit="both", n_boot=500, seed=1)
+    assert iv.estimate == pytest.approx(r1.estimate - r2.estimate, abs=1e-12)
+    assert iv.low > 0  # the prediction matches the first truth better
+    # with truth_b equal to truth it is the one-truth comparison
+    same = st.bootstrap_correlation_difference(pred, t2, t1, truth_b=t1, unit="both", n_boot=500, seed=1)
+    assert same == st.bootstrap_correlation_difference(pred, t2, t1, unit="both", n_boot=500, seed=1)
