@@ -42,7 +42,7 @@ TOOL_ENV = IU_PROFILE=quick MPLBACKEND=Agg IU_PROGRESS=0 TQDM_DISABLE=1
 
 JB_BUILD = $(JB) build . --all -W -n --keep-going
 
-.PHONY: help venv test test-package test-notebooks test-book test-browser notebooks book screenshot \
+.PHONY: help venv check-chromium test test-package test-notebooks test-book test-browser notebooks book screenshot \
         clean distclean
 
 help:
@@ -72,7 +72,22 @@ $(STAMP): pyproject.toml
 
 # ---------------------------------------------------------------------------- tests
 
-test: venv
+# The browser check at the end of `make test` needs Chromium: look for it first (as
+# tools/book_browser.py's find_chromium does: $CHROMIUM, else chromium, chromium-browser,
+# google-chrome, google-chrome-stable on PATH), so that its absence stops `make test` at once
+# instead of after every notebook has run.
+check-chromium:
+	@if [ -n "$${CHROMIUM:-}" ]; then found=$$(command -v "$$CHROMIUM" || true); \
+	else found=""; for name in chromium chromium-browser google-chrome google-chrome-stable; do \
+	    found=$$(command -v "$$name" || true); [ -z "$$found" ] || break; done; fi; \
+	if [ -z "$$found" ]; then \
+	    echo "make test needs Chromium for its last stage (test-browser: every page of the built book" >&2; \
+	    echo "in headless Chromium), and none was found$${CHROMIUM:+ (CHROMIUM=$$CHROMIUM is not an executable)}." >&2; \
+	    echo "Install it first: apt-get install chromium (Debian; .ci/run installs it), or set" >&2; \
+	    echo "CHROMIUM to a Chromium or Chrome executable." >&2; \
+	    exit 1; fi
+
+test: check-chromium venv
 	@$(MAKE) --no-print-directory test-package
 	@$(MAKE) --no-print-directory test-notebooks
 	@$(MAKE) --no-print-directory test-book

@@ -82,13 +82,22 @@ def cached(
                 )
             return value
     value = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
         torch.save({"config": wanted, "value": value}, tmp)
         os.replace(tmp, path)
+    except OSError as err:  # read-only or full disk: keep the result, which cost the computation
+        warnings.warn(
+            f"could not write the cache file {path} ({type(err).__name__}: {err}); the result is "
+            f"returned but not cached. Make the cache directory {path.parent} writable, or set "
+            "IU_CACHE_DIR to a writable directory",
+            UserWarning,
+            stacklevel=2,
+        )
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return value

@@ -57,6 +57,15 @@ def per_example_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """
     if logits.ndim == targets.ndim:
         return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
+    if logits.ndim == targets.ndim + 1 and logits.shape[-1] < 2:
+        raise ValueError(
+            f"per_example_cross_entropy got {logits.shape[-1]} logit per example (logits of shape "
+            f"[n, {logits.shape[-1]}]) with class-index targets [n]: cross-entropy needs one logit per "
+            "class, logits [n, k] with k >= 2. Give the model one output per class (e.g. nn.Linear(d, 2) "
+            "instead of nn.Linear(d, 1)), or keep the single logit and use a binary loss, "
+            "lambda out, y: iu.per_example_cross_entropy(out.squeeze(-1), y) (logits [n] with 0/1 "
+            "targets), or per_example_squared_error for regression"
+        )
     return F.cross_entropy(logits, targets, reduction="none")
 
 
@@ -85,6 +94,64 @@ def per_example_squared_error(outputs: Tensor, targets: Tensor) -> Tensor:
             )
     diff = outputs - targets.to(outputs.dtype)
     return 0.5 * diff.reshape(diff.shape[0], -1).pow(2).sum(-1)
+
+
+class ModelInputError(ValueError, RuntimeError):
+    """The model's forward pass failed on inputs of the wrong shape (e.g. test features of another
+    size than the training features). A RuntimeError too, as the error it replaces was."""
+
+
+class ModelInputDtypeError(TypeError, RuntimeError):
+    """The model's forward pass failed on inputs of another dtype than θ (float32 data with a
+    float64 model, integer features). A RuntimeError too, as the error it replaces was."""
+
+
+_DTYPE_WORDS = ("dtype", "scalar type")
+_SHAPE_WORDS = ("shape", "size", "channel", "dimension")
+
+
+def _train_mode_modules(model: nn.Module) -> list[str]:
+    """``"Type at 'name'"`` of every dropout (p > 0) or batch-norm module of ``model`` in training mode."""
+    found = []
+    for name, m in model.named_modules():
+        if not m.training:
+            continue
+        noisy_dropout = isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+        if noisy_dropout or isinstance(m, nn.modules.batchnorm._BatchNorm):
+            found.append(f"{type(m).__name__} at '{name}'" if name else type(m).__name__)
+    return found
+
+
+def _train_mode_message(found: list[str]) -> str:
+    shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    return (
+        f"the model is in training mode and contains {shown}: training-mode dropout (random masks) "
+        "and batch norm (statistics of the whole batch, running statistics updated in place) make "
+        "per-example gradients and Hessians ill-defined. Call model.eval() first (before building "
+        "the Objective)"
+    )
+
+
+def _input_leaves(inputs: Any) -> list[tuple[str, Tensor]]:
+    if isinstance(inputs, dict):
+        pairs = [(f"inputs[{k!r}]", v) for k, v in inputs.items()]
+    elif isinstance(inputs, (tuple, list)):
+        pairs = [(f"inputs[{i}]", v) for i, v in enumerate(inputs)]
+    else:
+        pairs = [("inputs", inputs)]
+    return [(k, v) for k, v in pairs if isinstance(v, Tensor)]
+
+
+def _expected_input(model: nn.Module) -> str:
+    """What the model's first Linear or convolution (in module order) expects, or ''."""
+    for name, m in model.named_modules():
+        if isinstance(getattr(m, "in_features", None), int):
+            return (f"; the model's first Linear layer ({name or '<model>'}: {type(m).__name__}, "
+                    f"in_features={m.in_features}) expects inputs [n, {m.in_features}]")
+        if isinstance(getattr(m, "in_channels", None), int):
+            return (f"; the model's first convolution ({name or '<model>'}: {type(m).__name__}, "
+                    f"in_channels={m.in_channels}) expects inputs [n, {m.in_channels}, ...]")
+    return ""
 
 
 def _select_names(
@@ -132,8 +199,9 @@ class Objective:
     modified (use :meth:`load` for that).
 
     Args:
-        model: an ``nn.Module``. Put it in ``eval()`` mode if it has dropout: per-example
-            gradients are vectorised and need a deterministic forward.
+        model: an ``nn.Module``. Put it in ``eval()`` mode if it has dropout or batch norm:
+            per-example gradients are vectorised and need a deterministic, per-example forward
+            (a model with such layers in training mode is refused with a ValueError).
         loss_fn: ``loss_fn(outputs, targets) -> [n]`` per-example losses (no reduction), e.g.
             :func:`per_example_cross_entropy`.
         params: which parameters form θ. ``None``: all with ``requires_grad``; a list of
@@ -178,6 +246,9 @@ class Objective:
         wanted = set(self.names)
         self._fixed = {n: p.detach() for n, p in named.items() if n not in wanted}
         self._fixed.update({n: b for n, b in model.named_buffers()})
+        noisy = _train_mode_modules(model)
+        if noisy:
+            raise ValueError(_train_mode_message(noisy))
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -242,13 +313,55 @@ class Objective:
     def forward(self, theta: Tensor, inputs: Any) -> Tensor:
         """Model outputs at parameters ``theta`` for a batch of ``inputs`` (``[n, ...]``)."""
         params = {**self._fixed, **self.unflatten(theta)}
-        if isinstance(inputs, dict):
-            out = functional_call(self.model, params, (), inputs)
-        elif isinstance(inputs, (tuple, list)):
-            out = functional_call(self.model, params, tuple(inputs))
-        else:
-            out = functional_call(self.model, params, (inputs,))
+        try:
+            if isinstance(inputs, dict):
+                out = functional_call(self.model, params, (), inputs)
+            elif isinstance(inputs, (tuple, list)):
+                out = functional_call(self.model, params, tuple(inputs))
+            else:
+                out = functional_call(self.model, params, (inputs,))
+        except RuntimeError as err:
+            self._explain_forward_error(inputs, err)
+            raise
         return getattr(out, "logits", out)
+
+    def _explain_forward_error(self, inputs: Any, err: RuntimeError) -> None:
+        """Re-raise a failed forward pass with its cause when it can be named: a model left in
+        training mode, inputs of another dtype than θ, or inputs of the wrong shape. Returns (and
+        the caller re-raises the original) for any other error."""
+        noisy = _train_mode_modules(self.model)
+        if noisy:
+            raise ValueError(_train_mode_message(noisy)) from err
+        text = str(err)
+        leaves = _input_leaves(inputs)
+        if any(w in text for w in _DTYPE_WORDS):
+            wrong = [(k, v) for k, v in leaves if v.is_floating_point() and v.dtype != self.dtype]
+            if not wrong and not isinstance(inputs, (dict, tuple, list)):
+                wrong = [(k, v) for k, v in leaves if v.dtype != self.dtype]  # integer features
+            if wrong:
+                name, leaf = wrong[0]
+                method = {torch.float64: "double", torch.float32: "float", torch.float16: "half",
+                          torch.bfloat16: "bfloat16"}.get(self.dtype)
+                convert = f"x.{method}()" if method else f"x.to({self.dtype})"
+                if leaf.is_floating_point():
+                    other = {torch.float64: "double", torch.float32: "float", torch.float16: "half",
+                             torch.bfloat16: "bfloat16"}.get(leaf.dtype)
+                    convert += f" (or model.{other}())" if other else f" (or model.to({leaf.dtype}))"
+                raise ModelInputDtypeError(
+                    f"{name} are {leaf.dtype} but θ is {self.dtype}; convert with {convert} before "
+                    f"passing the data (the model failed with: {text})"
+                ) from err
+        if any(w in text for w in _SHAPE_WORDS):
+            shapes = ", ".join(
+                f"{k} [n, {', '.join(str(d) for d in v.shape[1:])}]" if v.ndim > 1 else f"{k} [n]"
+                for k, v in leaves
+            )
+            raise ModelInputError(
+                f"the model failed on a batch with {shapes or 'no tensor inputs'} "
+                f"(n examples){_expected_input(self.model)}. Check that these inputs have the "
+                f"feature shape of the data the model was built and trained for (train and test "
+                f"features must match). The model's error: {text}"
+            ) from err
 
     def _losses(self, theta: Tensor, inputs: Any, targets: Tensor) -> Tensor:
         losses = self.loss_fn(self.forward(theta, inputs), targets)
@@ -259,6 +372,22 @@ class Objective:
             )
         return losses
 
+    @staticmethod
+    def _refuse_empty(n: int, method: str, per_example: bool = False) -> None:
+        if n != 0:
+            return
+        if per_example:
+            raise ValueError(
+                f"Objective.{method} got data with no examples (n = 0). If this is the test (query) "
+                "set of influence scores (n_test = 0), there is nothing to score: pass at least one "
+                "example, and check the split, filter or DataLoader that produced the data"
+            )
+        raise ValueError(
+            f"Objective.{method} got data with no examples (n = 0): the objective is the average "
+            "(1/n) Σ_i ℓ(z_i; θ) over the examples, undefined for an empty data set. Pass at least "
+            "one example, and check the split, filter or DataLoader that produced the data"
+        )
+
     def _chunks(self, data: Any, weights: Tensor | None = None, ordered: bool = False) -> Iterable:
         dev = self.device
         for inputs, targets, w in iter_chunks(data, self.chunk_size, weights, ordered=ordered):
@@ -268,7 +397,9 @@ class Objective:
         """Losses ``ℓ(z_i; θ)`` for every example, ``[n]`` (no regulariser)."""
         self._check_theta(theta)
         with torch.no_grad():
-            return torch.cat([self._losses(theta, x, y) for x, y, _ in self._chunks(data, ordered=True)])
+            parts = [self._losses(theta, x, y) for x, y, _ in self._chunks(data, ordered=True)]
+        self._refuse_empty(len(parts), "per_example_losses", per_example=True)
+        return torch.cat(parts)
 
     def loss(self, theta: Tensor, data: Any, weights: Tensor | None = None) -> Tensor:
         """Scalar ``(1/n) Σ_i w_i ℓ(z_i; θ) + (weight_decay/2)‖θ‖²`` (differentiable in θ).
@@ -281,6 +412,7 @@ class Objective:
         """
         self._check_theta(theta)
         n = num_examples(data)
+        self._refuse_empty(n, "loss")
         total = sum(
             (self._losses(theta, x, y) * (1 if w is None else w.to(theta))).sum()
             for x, y, w in self._chunks(data, weights)
@@ -293,6 +425,7 @@ class Objective:
         """Gradient of :meth:`loss`, ``[p]``, accumulated chunk by chunk."""
         self._check_theta(theta)
         n = num_examples(data)
+        self._refuse_empty(n, "grad")
         g = self.weight_decay * theta.detach().clone()
         for x, y, w in self._chunks(data, weights):
             def chunk_loss(t: Tensor, x=x, y=y, w=w) -> Tensor:
@@ -309,7 +442,9 @@ class Objective:
         These are gradients of the example's own loss only: no 1/n factor and no weight decay.
         """
         self._check_theta(theta)
-        out = torch.cat([self._per_example_grads_chunk(theta, x, y) for x, y, _ in self._chunks(data, ordered=True)])
+        parts = [self._per_example_grads_chunk(theta, x, y) for x, y, _ in self._chunks(data, ordered=True)]
+        self._refuse_empty(len(parts), "per_example_grads", per_example=True)
+        out = torch.cat(parts)
         _check_finite(out, "per-example gradients")
         return out
 
@@ -347,6 +482,7 @@ class Objective:
         if v.dtype != theta.dtype:
             raise TypeError(f"v is {v.dtype} but theta is {theta.dtype}")
         n = num_examples(data)
+        self._refuse_empty(n, "hvp")
         vb = v if v.ndim == 2 else v.unsqueeze(0)
         out = self.weight_decay * vb
         for x, y, w in self._chunks(data, weights):
@@ -404,6 +540,7 @@ class Objective:
         symmetrised. Only for small models: memory is p².
         """
         p = self.p
+        self._refuse_empty(num_examples(data), "hessian")
         if p > 20_000:
             raise ValueError(
                 f"p = {p} parameters is too many for an explicit Hessian ({p * p * 8 / 1e9:.1f} GB "

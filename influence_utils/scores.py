@@ -76,6 +76,13 @@ def _pair_matrix(
     return torch.cat(cols, dim=1)
 
 
+def _check_solver(solver: Any, obj: Objective, theta: Tensor) -> None:
+    """A solver fitted at another θ or on another objective is refused (see ``check_fitted_on``)."""
+    check = getattr(solver, "check_fitted_on", None)
+    if check is not None:
+        check(obj, theta)
+
+
 def influence(
     obj: Objective,
     theta: Tensor,
@@ -108,6 +115,7 @@ def influence(
     Returns:
         ``[n_test, n_train]``.
     """
+    _check_solver(solver, obj, theta)
     n = num_examples(train) if n is None else n
     g_test = obj.per_example_grads(theta, test)
     low_rank = _low_rank(solver)
@@ -145,6 +153,7 @@ def self_influence(
     The predicted rise of an example's own loss when it is removed from training (positive for a
     positive-definite H); large values flag atypical or mislabelled examples.
     """
+    _check_solver(solver, obj, theta)
     n = num_examples(data) if n is None else n
     low_rank = _low_rank(solver)
     out = []
@@ -233,6 +242,7 @@ def time_bounded_influence(
     horizons = list(steps) if many else [steps]
     if any(int(t) != t or t < 0 for t in horizons):
         raise ValueError(f"steps must be non-negative integers, got {steps}")
+    _check_solver(solver, obj, theta)
     n = num_examples(train) if n is None else n
     lam = solver.eigenvalues + solver.damping
     V = solver.eigenvectors

@@ -107,6 +107,46 @@ def _check_finite(result: Tensor, what: str, obj: Objective, theta: Tensor, data
     return result
 
 
+def _refuse_empty(solver: str, obj: Any, data: Any) -> None:
+    """Refuse training data with no examples when fitting on an :class:`Objective` (counted only
+    where that is free: tensor pairs and DataLoaders over a sized dataset)."""
+    if not isinstance(obj, Objective):
+        return
+    if isinstance(data, (tuple, list)):
+        n = num_examples(data)
+    else:
+        dataset = getattr(data, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__"):
+            return
+        n = len(dataset)
+    if n == 0:
+        raise ValueError(
+            f"{solver}.fit got training data with no examples (n = 0): the Hessian is an average over "
+            "the training examples, undefined for an empty set. Fit on the training set the model was "
+            "trained on, and check the split, filter or DataLoader that produced it"
+        )
+
+
+def _objective_signature(obj: Any) -> tuple | None:
+    """What identifies an objective for a fitted solver; None for operators that are not an
+    :class:`Objective` (e.g. an explicit matrix), which are not checked."""
+    if not isinstance(obj, Objective):
+        return None
+    loss = getattr(obj.loss_fn, "__qualname__", None) or type(obj.loss_fn).__name__
+    return (type(obj.model).__name__, tuple(obj.names), obj.weight_decay, loss, obj.p)
+
+
+def _describe(signature: tuple) -> str:
+    model, names, wd, loss, p = signature
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return f"({model}, θ = [{shown}] with p = {p}, weight_decay={wd:g}, loss {loss})"
+
+
+def _fingerprint(theta: Tensor) -> str:
+    t = theta.detach().to("cpu", torch.float64)
+    return f"[p = {t.numel()}, ‖θ‖ = {float(t.norm()):.6g}, sum = {float(t.sum()):.6g}]"
+
+
 class _Solver:
     damping: float
 
@@ -130,6 +170,38 @@ class _Solver:
             return out
 
         return mv
+
+    def _remember_fit(self, obj: Objective, theta: Tensor) -> None:
+        signature = _objective_signature(obj)
+        self._fit_objective = signature
+        self._fit_theta = None if signature is None else theta.detach().clone()
+
+    def check_fitted_on(self, obj: Objective, theta: Tensor) -> None:
+        """Refuse to be used at another θ or with another objective than the one it was fitted on.
+
+        The curvature a solver holds belongs to the θ and the objective of :meth:`fit`; scores
+        computed with gradients at another θ (a later checkpoint, say) silently mix two models.
+        Solvers that were not fitted through :meth:`fit` are not checked.
+
+        Raises:
+            ValueError: naming what the solver was fitted on and what it is used with.
+        """
+        fitted = getattr(self, "_fit_theta", None)
+        used = _objective_signature(obj)
+        if fitted is None or used is None:
+            return
+        if used != self._fit_objective:
+            raise ValueError(
+                f"{type(self).__name__} was fitted on the objective {_describe(self._fit_objective)} but is "
+                f"used with {_describe(used)}; fit the solver on the objective you score with"
+            )
+        same = theta.shape == fitted.shape and torch.equal(theta.detach().to(fitted.device, fitted.dtype), fitted)
+        if not same:
+            raise ValueError(
+                f"{type(self).__name__} was fitted at theta {_fingerprint(fitted)} but is used at theta "
+                f"{_fingerprint(theta)}: its curvature belongs to another model. Fit it at this theta "
+                "(solver.fit(obj, theta, train)), or score at the theta it was fitted on"
+            )
 
     def _check_v(self, v: Tensor) -> tuple[Tensor, bool]:
         if self._p is None:
@@ -214,6 +286,7 @@ class ExactSolver(_EigenSolver):
         self.rtol = rtol
 
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ExactSolver":
+        _refuse_empty("ExactSolver", obj, data)
         self.hessian = _check_finite(obj.hessian(theta, data, gauss_newton=self.gauss_newton), "Hessian",
                                      obj, theta, data)
         self.hvp_count = obj.p
@@ -221,6 +294,7 @@ class ExactSolver(_EigenSolver):
         order = torch.argsort(evals, descending=True)
         self.eigenvalues, self.eigenvectors = evals[order], evecs[:, order]
         self._p = obj.p
+        self._remember_fit(obj, theta)
         return self
 
     def _params(self) -> dict[str, Any]:
@@ -251,8 +325,10 @@ class CGSolver(_Solver):
         self.converged: bool | None = None
 
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "CGSolver":
+        _refuse_empty("CGSolver", obj, data)
         self._mv = self._matvec(obj, theta, data, self.gauss_newton)
         self._p = obj.p
+        self._remember_fit(obj, theta)
         return self
 
     def solve(self, v: Tensor) -> Tensor:
@@ -351,6 +427,7 @@ class LissaSolver(_Solver):
         self.recorded: dict[int, Tensor] = {}
 
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "LissaSolver":
+        _refuse_empty("LissaSolver", obj, data)
         if self.batch_size is not None:
             validate_batch(data)  # stochastic batches need indexable tensors
         self._obj, self._theta, self._data = obj, theta, data
@@ -359,6 +436,7 @@ class LissaSolver(_Solver):
         if source is not None:  # a NaN in the data is not a divergence
             raise FloatingPointError(f"LiSSA cannot run on non-finite curvature; it comes from {source}")
         self._p = obj.p
+        self._remember_fit(obj, theta)
         return self
 
     def _batch_mv(self, generator: torch.Generator | None):
@@ -507,6 +585,7 @@ class ArnoldiSolver(_EigenSolver):
         self.positive_only, self.rtol, self.gauss_newton = positive_only, rtol, gauss_newton
 
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ArnoldiSolver":
+        _refuse_empty("ArnoldiSolver", obj, data)
         mv = self._matvec(obj, theta, data, self.gauss_newton)
         p = obj.p
         m = min(self.iterations, p)
@@ -555,6 +634,7 @@ class ArnoldiSolver(_EigenSolver):
         self.eigenvectors = Q[:done].T @ U[:, order]
         self.iterations_done = done
         self._p = p
+        self._remember_fit(obj, theta)
         return self
 
     def ritz_values_after(self, iterations: int) -> Tensor:

@@ -166,3 +166,27 @@ def test_a_one_shot_generator_is_refused_before_it_is_used_up():
         iu.batching.num_examples(iter(_loader(x, y)))
     # the loader itself can be read again and again: the same Hessian as the tensors
     assert torch.allclose(obj.hessian(theta, _loader(x, y)), obj.hessian(theta, (x, y)))
+
+
+def test_a_solver_fitted_elsewhere_is_refused_naming_both():
+    obj, theta, train = _logreg(n=30)
+    test = (train[0][:5], train[1][:5])
+    for solver in (iu.ExactSolver(damping=0.01), iu.ArnoldiSolver(rank=3, iterations=6),
+                   iu.CGSolver(damping=0.01)):
+        solver.fit(obj, theta, train)
+        iu.influence(obj, theta.clone(), solver, train=train, test=test)  # the same θ (a copy): fine
+        moved = theta + 1e-3
+        with pytest.raises(ValueError, match=r"fitted at theta \[p = 8, .*\] but is used at theta \[p = 8"):
+            iu.influence(obj, moved, solver, train=train, test=test)
+    exact = iu.ExactSolver(damping=0.01).fit(obj, theta, train)
+    with pytest.raises(ValueError, match="fitted at theta"):
+        iu.self_influence(obj, theta + 1e-3, exact, train)
+    with pytest.raises(ValueError, match="fitted at theta"):
+        iu.time_bounded_influence(obj, theta + 1e-3, exact, train, test, steps=5, lr=0.1)
+    # another objective: the weight decay differs
+    other = iu.Objective(obj.model, iu.per_example_cross_entropy, weight_decay=0.5)
+    with pytest.raises(ValueError, match=r"weight_decay=0.01.*used with .*weight_decay=0.5"):
+        iu.influence(other, theta, exact, train=train, test=test)
+    # a damping variant shares the fit, and so the check
+    with pytest.raises(ValueError, match="fitted at theta"):
+        iu.influence(obj, theta + 1e-3, exact.with_damping(0.1), train=train, test=test)
