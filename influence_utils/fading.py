@@ -47,7 +47,7 @@ from .solvers import ArnoldiSolver
 from .training import train as sgd_train
 
 __all__ = ["FadingStudy", "fading_study", "study_settings", "top_by_magnitude", "log_steps", "epochs_to_steps",
-           "ESTIMATORS"]
+           "ESTIMATORS", "correlation_table", "window_correlations", "WindowCorrelations", "positive_eigenpairs"]
 
 #: The estimators every study compares, in the order of its tables.
 ESTIMATORS = ("ABIF", "time-bounded IF", "TracIn")
@@ -395,3 +395,166 @@ def _control_table(predictions: dict, actual_control: Tensor, steps: list[int], 
     tbif = {"time-bounded IF": predictions["time-bounded IF"]}  # the control asks one question
     parts = [_correlation_table(tbif, a, steps, n_boot, seed).assign(seed=s) for s, a in enumerate(actual_control)]
     return pd.concat(parts, ignore_index=True)
+
+
+def correlation_table(predictions: dict, actual: Tensor, steps: list[int], *, n_boot: int = 1000, seed: int = 0,
+                      methods: tuple[str, ...] = ("pearson", "spearman")):
+    """Pearson and Spearman of every estimator with the measured change at every horizon T, with intervals.
+
+    The table :func:`fading_study` builds, for predictions and measurements made elsewhere (e.g. by
+    :func:`~influence_utils.divergence.perturbed_runs` and the estimators of chapter 5).
+
+    Args:
+        predictions: estimator name → ``[n_q, k]`` (one prediction for every T) or ``[R, n_q, k]``.
+        actual: ``[R, n_q, k]`` measured change (queries × training examples z) at each recorded step.
+        steps: the recorded steps ``[R]``; horizons where nothing changed (T = 0) are left out.
+        n_boot: bootstrap replicates; queries and z are resampled together (``unit="both"``), with
+            the same resamples for every estimator and T (common random numbers).
+        seed: seeds the bootstrap.
+        methods: which correlations, ``"pearson"`` and/or ``"spearman"``.
+
+    Returns:
+        A DataFrame with one row per (estimator, T): ``pearson, pearson_low, pearson_high, spearman,
+        spearman_low, spearman_high`` (95 % intervals; the columns of the methods asked for).
+    """
+    import pandas as pd
+
+    from .stats import bootstrap_correlations
+
+    unknown = set(methods) - {"pearson", "spearman"}
+    if unknown or not methods:
+        raise ValueError(f"methods must be a non-empty subset of ('pearson', 'spearman'), got {methods}")
+    rows = []
+    live = [r for r, T in enumerate(steps) if T > 0 and torch.any(actual[r] != 0)]
+    for name, pred in predictions.items():
+        pred = pred.unsqueeze(0).expand_as(actual) if pred.shape == actual.shape[1:] else pred
+        if pred.shape != actual.shape:
+            raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
+        xs, ys = [pred[r].double().cpu().numpy() for r in live], [actual[r].double().cpu().numpy() for r in live]
+        result = {m: bootstrap_correlations(xs, ys, method=m, unit="both", n_boot=n_boot, seed=seed) for m in methods}
+        for i, r in enumerate(live):
+            row = {"estimator": name, "T": int(steps[r])}
+            for m, intervals in result.items():
+                row.update({m: intervals[i].estimate, f"{m}_low": intervals[i].low, f"{m}_high": intervals[i].high})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class WindowCorrelations:
+    """Mean correlation over a window of horizons T, per estimator, with bootstrap intervals.
+
+    Every replicate resamples the queries and the training examples z once (``unit="both"``) and
+    uses that resample for every estimator and every T in the window, so the replicates of two
+    estimators are paired and :meth:`difference` gives the paired interval.
+
+    Attributes:
+        window: ``(first, last)`` horizon of the window (inclusive bounds asked for).
+        horizons: the recorded steps averaged over.
+        method: ``"pearson"`` or ``"spearman"``.
+        intervals: estimator name → :class:`~influence_utils.stats.Interval` of the window mean.
+        replicates: estimator name → ``[B]`` bootstrap replicates of the window mean.
+        confidence: two-sided level of the intervals.
+    """
+
+    window: tuple[int, int]
+    horizons: list[int]
+    method: str
+    intervals: dict
+    replicates: dict = field(repr=False)
+    confidence: float = 0.95
+
+    def __getitem__(self, name: str):
+        return self.intervals[name]
+
+    def difference(self, a: str, b: str):
+        """Paired interval of ``mean corr(a) − mean corr(b)`` over the window; ``.low > 0``: a is better."""
+        from .stats import Interval, _percentile
+
+        diff = self.replicates[a] - self.replicates[b]
+        diff = diff[~np.isnan(diff)]
+        low, high = _percentile(diff, self.confidence)
+        est = self.intervals[a].estimate - self.intervals[b].estimate
+        return Interval(est, low, high, self.confidence, self.intervals[a].n)
+
+
+def window_correlations(
+    predictions: dict,
+    actual: Tensor,
+    steps: list[int],
+    window: tuple[int, int],
+    *,
+    method: str = "pearson",
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> WindowCorrelations:
+    """The mean over a window of horizons of each estimator's correlation with the measured change.
+
+    Args:
+        predictions: estimator name → ``[n_q, k]`` (the same for every T) or ``[R, n_q, k]``.
+        actual: ``[R, n_q, k]`` measured change at each recorded step.
+        steps: the recorded steps ``[R]``.
+        window: ``(first, last)``: the recorded T with ``first <= T <= last`` (and T > 0) are averaged.
+        method: ``"pearson"`` or ``"spearman"``.
+        n_boot: bootstrap replicates (queries and z resampled together, the same for every
+            estimator and T).
+        confidence: two-sided level.
+        seed: seeds the bootstrap.
+
+    Returns:
+        A :class:`WindowCorrelations`.
+
+    Raises:
+        ValueError: no recorded horizon in the window, or a prediction of the wrong shape.
+    """
+    from .stats import Interval, _check_boot, _correlation_replicates, _percentile
+
+    _check_boot(n_boot, confidence)
+    rows = [r for r, T in enumerate(steps) if T > 0 and window[0] <= T <= window[1]]
+    if not rows:
+        raise ValueError(f"no recorded step in the window {window}; recorded: {list(steps)}")
+    names = list(predictions)
+    xs, ys = [], []
+    for name in names:
+        pred = predictions[name]
+        pred = pred.unsqueeze(0).expand_as(actual) if pred.shape == actual.shape[1:] else pred
+        if pred.shape != actual.shape:
+            raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
+        xs += [pred[r].double().cpu().numpy() for r in rows]
+        ys += [actual[r].double().cpu().numpy() for r in rows]
+    estimates, boot, n, _ = _correlation_replicates(xs, ys, method, "both", int(n_boot), int(seed))
+    m = len(rows)
+    intervals, replicates = {}, {}
+    for i, name in enumerate(names):
+        rep = boot[i * m:(i + 1) * m].mean(axis=0)  # NaN where any horizon's replicate is degenerate
+        replicates[name] = rep
+        low, high = _percentile(rep[~np.isnan(rep)], confidence)
+        intervals[name] = Interval(float(np.mean(estimates[i * m:(i + 1) * m])), low, high, float(confidence), int(n))
+    return WindowCorrelations(window=(int(window[0]), int(window[1])), horizons=[int(steps[r]) for r in rows],
+                              method=method, intervals=intervals, replicates=replicates, confidence=float(confidence))
+
+
+def positive_eigenpairs(solver: Any) -> Any:
+    """A copy of a fitted eigen-solver that keeps only its eigenpairs with λ > 0 (ABIF's convention).
+
+    With :func:`~influence_utils.scores.time_bounded_influence` (``outside="flat"``, the default) the
+    directions of zero or negative curvature then count as flat, with TracIn's coefficient ηT,
+    exactly as for a positive-only :class:`~influence_utils.solvers.ArnoldiSolver`; no negative
+    eigenvalue is extrapolated exponentially. The original solver is left unchanged.
+
+    Raises:
+        TypeError: for a solver without ``eigenvalues`` and ``eigenvectors``.
+        ValueError: when no eigenvalue is positive.
+    """
+    import copy
+
+    if not (hasattr(solver, "eigenvalues") and hasattr(solver, "eigenvectors")):
+        raise TypeError(f"{type(solver).__name__} holds no eigenpairs (or is not fitted); fit an ExactSolver or "
+                        "ArnoldiSolver first")
+    keep = solver.eigenvalues > 0
+    if not bool(keep.any()):
+        raise ValueError("no positive eigenvalue: nothing to keep")
+    out = copy.copy(solver)
+    out.eigenvalues, out.eigenvectors = solver.eigenvalues[keep], solver.eigenvectors[:, keep]
+    return out

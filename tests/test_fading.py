@@ -111,3 +111,66 @@ def test_fading_study_estimator_subset():
     assert set(st.predictions) == {"time-bounded IF", "TracIn"} and set(st.table.estimator) == set(st.predictions)
     with pytest.raises(ValueError, match="unknown estimators"):
         iu.fading_study(obj, theta, train, test, estimators=("LiSSA",), **kw)
+
+
+def test_window_correlations_paired_and_consistent():
+    """Window means agree with the per-T correlations; the paired difference decides a clear case."""
+    g = torch.Generator().manual_seed(0)
+    steps = [0, 1, 2, 4, 8]
+    truth = torch.randn(5, 15, 10, generator=g, dtype=torch.float64)
+    good = truth + 0.3 * torch.randn(5, 15, 10, generator=g, dtype=torch.float64)
+    bad = truth + 3.0 * torch.randn(5, 15, 10, generator=g, dtype=torch.float64)
+    fixed = truth[-1] + 0.5 * torch.randn(15, 10, generator=g, dtype=torch.float64)  # one prediction for all T
+    preds = {"good": good, "bad": bad, "fixed": fixed}
+    wc = iu.fading.window_correlations(preds, truth, steps, (2, 8), n_boot=300, seed=1)
+    assert wc.horizons == [2, 4, 8]
+    table = iu.fading.correlation_table(preds, truth, steps, n_boot=200, seed=1)
+    for name in preds:
+        rows = table[(table.estimator == name) & (table["T"] >= 2)]
+        assert wc[name].estimate == pytest.approx(float(rows.pearson.mean()), abs=1e-12)
+        assert wc[name].low <= wc[name].estimate <= wc[name].high
+    assert set(table["T"]) == {1, 2, 4, 8}  # T = 0 left out
+    d = wc.difference("good", "bad")
+    assert d.low > 0 and d.estimate == pytest.approx(wc["good"].estimate - wc["bad"].estimate)
+    assert wc["good"].above(wc["bad"])
+    again = iu.fading.window_correlations(preds, truth, steps, (2, 8), n_boot=300, seed=1)
+    assert again["bad"].low == wc["bad"].low  # deterministic given the seed
+    with pytest.raises(ValueError, match="no recorded step"):
+        iu.fading.window_correlations(preds, truth, steps, (100, 200))
+    with pytest.raises(ValueError, match="shape"):
+        iu.fading.window_correlations({"x": truth[:, :3]}, truth, steps, (1, 8))
+
+
+def test_correlation_table_methods():
+    g = torch.Generator().manual_seed(2)
+    truth = torch.randn(3, 8, 6, generator=g, dtype=torch.float64)
+    preds = {"a": truth + 0.1 * torch.randn(3, 8, 6, generator=g, dtype=torch.float64)}
+    table = iu.fading.correlation_table(preds, truth, [0, 1, 2], n_boot=100, methods=("pearson",))
+    assert list(table.columns) == ["estimator", "T", "pearson", "pearson_low", "pearson_high"]
+    assert list(table["T"]) == [1, 2] and (table.pearson_low <= table.pearson).all()
+    with pytest.raises(ValueError, match="methods"):
+        iu.fading.correlation_table(preds, truth, [0, 1, 2], methods=("kendall",))
+
+
+def test_positive_eigenpairs_flat_outside():
+    """Positive eigenpairs only: λ ≤ 0 directions get TracIn's ηT, so T = 1 is still TracIn."""
+    class Fitted:
+        eigenvalues = torch.tensor([2.0, 0.5, 0.0, -0.3], dtype=torch.float64)
+        eigenvectors = torch.eye(4, dtype=torch.float64)
+        damping = 0.0
+
+    pos = iu.fading.positive_eigenpairs(Fitted())
+    assert pos.eigenvalues.tolist() == [2.0, 0.5] and pos.eigenvectors.shape == (4, 2)
+    assert Fitted.eigenvalues.numel() == 4  # the original is unchanged
+    g = torch.tensor([[1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    # flat outside: c(T) on λ = 2, 0.5 and ηT on the other two directions
+    c = iu.time_bounded_coefficients(pos.eigenvalues, 3, 0.1)
+    expected = float(c.sum()) + 2 * 0.1 * 3
+    obj_like = (g @ pos.eigenvectors * c) @ (g @ pos.eigenvectors).T + 0.1 * 3 * (g @ g.T - (g @ pos.eigenvectors) @ (g @ pos.eigenvectors).T)
+    assert float(obj_like) == pytest.approx(expected)
+    negative = Fitted()
+    negative.eigenvalues = torch.tensor([-1.0, -2.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match="no positive"):
+        iu.fading.positive_eigenpairs(negative)
+    with pytest.raises(TypeError, match="eigenpairs"):
+        iu.fading.positive_eigenpairs(object())
