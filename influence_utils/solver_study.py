@@ -44,6 +44,7 @@ __all__ = [
     "relative_error",
     "damped_solve",
     "scores_from_grads",
+    "eigen_scores",
     "lissa_error_grid",
     "arnoldi_eigenvalue_errors",
     "abif_rank_sweep",
@@ -165,6 +166,42 @@ def scores_from_grads(solver: Any, g_test: Tensor, g_train: Tensor, n: int) -> T
         n: the training-set size in the factor 1/n.
     """
     return solver.solve(g_test) @ g_train.T / n
+
+
+def eigen_scores(
+    exact: Any, g_test: Tensor, g_train: Tensor, n: int, *, damping: float = 0.0, keep: int | Tensor | None = None
+) -> Tensor:
+    """Influence scores from an eigendecomposition, restricted to some eigen-directions.
+
+    ``scores[i, j] = (1/n) Σ_{k kept} (u_kᵀ g_test[i]) (u_kᵀ g_train[j]) / (λ_k + damping)``: with
+    every direction kept, the exact damped influence; with the top ``r`` kept, the converged limit of
+    ABIF at rank r (when those eigenvalues are positive). No direction is refused, however small
+    ``λ_k + damping``. Positive: train_j helps test_i.
+
+    Args:
+        exact: a fitted :class:`~influence_utils.solvers.ExactSolver` (eigenvalues in descending
+            order, eigenvectors as columns).
+        g_test, g_train: ``[n_test, p]``, ``[n_train, p]`` per-example gradients.
+        n: the training-set size in the factor 1/n.
+        damping: added to every kept eigenvalue.
+        keep: ``None`` (all directions), an int r (the r largest eigenvalues), or a boolean mask
+            ``[p]`` over the eigenvalues.
+    """
+    if not hasattr(exact, "eigenvectors"):
+        raise TypeError("exact must be a fitted ExactSolver (it holds the eigenpairs of H)")
+    lam, V = exact.eigenvalues, exact.eigenvectors
+    if keep is None:
+        mask = torch.ones_like(lam, dtype=torch.bool)
+    elif isinstance(keep, Tensor):
+        if keep.dtype != torch.bool or keep.shape != lam.shape:
+            raise ValueError(f"keep must be a boolean mask of shape {tuple(lam.shape)}, got {keep.dtype} {tuple(keep.shape)}")
+        mask = keep
+    else:
+        if int(keep) < 1:
+            raise ValueError(f"keep must be a positive number of eigenpairs, got {keep}")
+        mask = torch.arange(lam.numel(), device=lam.device) < int(keep)
+    p_test, p_train = g_test @ V[:, mask], g_train @ V[:, mask]
+    return (p_test / (lam[mask] + damping)) @ p_train.T / n
 
 
 def _diverged_row(**kw: Any) -> dict[str, Any]:

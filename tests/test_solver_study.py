@@ -225,3 +225,23 @@ def test_with_damping_shares_the_eigenpairs():
         exact.with_damping(-1.0)
     with pytest.raises(RuntimeError, match="not fitted"):
         iu.ExactSolver().with_damping(0.1)
+
+
+def test_eigen_scores_all_top_and_masked_directions():
+    H, lam, V, _ = _spectrum_problem(negative=False, p=12)
+    g = torch.Generator().manual_seed(3)
+    g_test = torch.randn(4, 12, generator=g, dtype=torch.float64)
+    g_train = torch.randn(7, 12, generator=g, dtype=torch.float64)
+    exact = ss.MatrixOperator(H).fit(iu.ExactSolver())
+    full = ss.eigen_scores(exact, g_test, g_train, 7, damping=0.3)
+    torch.testing.assert_close(full, g_test @ torch.linalg.solve(H + 0.3 * torch.eye(12, dtype=H.dtype), g_train.T) / 7)
+    top = ss.eigen_scores(exact, g_test, g_train, 7, damping=0.3, keep=5)
+    abif = ss.MatrixOperator(H).fit(iu.ArnoldiSolver(rank=5, iterations=12, damping=0.3))
+    torch.testing.assert_close(top, ss.scores_from_grads(abif, g_test, g_train, 7))
+    mask = exact.eigenvalues > 2.0
+    torch.testing.assert_close(ss.eigen_scores(exact, g_test, g_train, 7, keep=mask),
+                               ss.eigen_scores(exact, g_test, g_train, 7, keep=int(mask.sum())))
+    with pytest.raises(ValueError, match="boolean mask"):
+        ss.eigen_scores(exact, g_test, g_train, 7, keep=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="ExactSolver"):
+        ss.eigen_scores(ss.MatrixOperator(H), g_test, g_train, 7)
