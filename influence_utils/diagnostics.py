@@ -410,7 +410,8 @@ def _check_divergence(obj, theta, data, z: int, eps: float, steps: int, lr: floa
     else:
         status = "fail" if horizon < steps else "warn"
         horizon_text = f"{horizon:.0f}"
-        verdict = (f"the runs drift apart exponentially, rate {rate:.2g}/step: predictions are trustworthy for "
+        verdict = (f"an exponential fit to the gap between the runs grows at {rate:.2g}/step beyond the linear "
+                   f"drift: if it keeps that rate, predictions are trustworthy for "
                    f"about T* = log(1/|ε|)/r ≈ {horizon:.0f} steps")
         rec = (f"trust influence only for fine-tuning horizons below ~{horizon:.0f} steps at lr {lr:g}: use "
                "time-bounded influence with that horizon, not retraining from scratch")
