@@ -37,6 +37,8 @@ CHAPTERS = sorted(p for p in BOOK.glob("*.ipynb") if re.match(r"\d\d_", p.name))
 FIRST = BOOK / "01_influence_from_scratch.ipynb"
 
 GLUE_ROLE = re.compile(r"\{glue(?::[\w-]+)?\}`([^`:<]+?)(?::[^`]*)?`")
+# A name pasted from another document: {glue:text}`07_divergence_at_scale.ipynb::ch7-key:s`.
+CROSS_GLUE = re.compile(r"\{glue(?::[\w-]+)?\}`([\w.-]+\.ipynb)::([^`:<]+?)(?::[^`]*)?`")
 GLUE_DIRECTIVE = re.compile(r"^[ \t]*(?:`{3,}|:{3,})\{glue(?::[\w-]+)?\}[ \t]+(\S+)", re.M)
 TERM = re.compile(r"\{term\}`[^`]+`")
 EXERCISE = re.compile(r"\{exercise(?:-start)?\}")
@@ -184,12 +186,27 @@ def test_links_glossary_terms(path):
 def test_every_pasted_name_is_glued_in_the_notebook(path):
     nb = _load(path)
     text = _markdown(nb)
-    used = set(GLUE_ROLE.findall(text)) | set(GLUE_DIRECTIVE.findall(text))
+    local = CROSS_GLUE.sub("", text)
+    used = set(GLUE_ROLE.findall(local)) | set(GLUE_DIRECTIVE.findall(local))
     missing = sorted(used - _glued_names(nb))
     assert not missing, (
         f"{path.name}: the prose pastes {missing}, which no stored output of this notebook glues; "
         "glue them with iu.plotting.glue / glue_figure and re-execute the notebook"
     )
+    _check_cross_glue(path.name, text)
+
+
+def _check_cross_glue(where: str, text: str) -> None:
+    for doc, name in CROSS_GLUE.findall(text):
+        assert (BOOK / doc).is_file(), f"{where}: pastes {name!r} from {doc}, which is not a notebook of the book"
+        assert name in _glued_names(_load(BOOK / doc)), (
+            f"{where}: pastes {name!r} from {doc}, but no stored output of {doc} glues that name"
+        )
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in BOOK.glob("*.md")))
+def test_names_pasted_from_notebooks_into_pages_exist(page):
+    _check_cross_glue(page, (BOOK / page).read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------- outputs
