@@ -130,7 +130,8 @@ class Chapter4:
     by ``steps`` SGD steps of size ``lr`` on batches of ``batch_size``. A panel of ``n_removed``
     training examples and all ``n_test`` test examples is scored with influence (exact Hessian,
     ``damping``) and compared with leave-one-out retraining from scratch, with ``n_seeds`` runs
-    that change only the seed, and with warm-start continuation for each of ``horizons`` steps.
+    that change the seed (and ``n_seeds`` that change only the batch order), and with warm-start
+    continuation for each of ``horizons`` steps.
     """
 
     dataset: str = "digits"
@@ -143,7 +144,7 @@ class Chapter4:
     batch_size: int = 32
     damping: float = 0.03
     n_removed: int = 40
-    n_seeds: int = 2
+    n_seeds: int = 5
     horizons: tuple[int, ...] = (3, 10, 30, 100, 300)
 
 
@@ -159,7 +160,8 @@ class Chapter2:
     for the MLP: leave-one-out retraining from scratch (same initialisation and batch order),
     ``warm_steps`` steps of warm-start fine-tuning from the checkpoint, and the proximal response
     for each λ in ``dampings`` (Newton with the checkpoint's Hessian, at most
-    ``newton_iters`` iterations).
+    ``newton_iters`` iterations). The from-scratch and warm-start ground truths are repeated
+    with ``n_orders`` batch orders. ``n_removed + 1`` runs fill one vectorised chunk (64).
     """
 
     dataset: str = "digits"
@@ -172,10 +174,11 @@ class Chapter2:
     lr: float = 0.3
     batch_size: int = 32
     warm_steps: int = 100
-    n_removed: int = 30
-    n_queries: int = 50
+    n_removed: int = 60
+    n_queries: int = 100
     dampings: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     newton_iters: int = 300
+    n_orders: int = 3
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,11 @@ class Chapter3:
     (``resnet_depth``, ``resnet_width``) on ``resnet_dataset``, trained for ``resnet_steps`` SGD
     steps on batches of ``resnet_batch_size`` (images average-pooled to ``resnet_image_size``
     pixels a side); its Hessian is taken over ``resnet_hvp_examples``
-    training images and ``resnet_n_test`` test images are scored against all training images.
+    training images and ``resnet_n_test`` test images are scored against all training images. CG
+    on the ResNet runs until its relative residual is below ``resnet_cg_tol`` (at most
+    ``resnet_cg_iter`` iterations); LiSSA runs until its slowest component, by the Ritz values,
+    is below 1e-4 (at most ``resnet_lissa_depth`` steps). The MLP's rank sweep
+    is repeated for ``n_seeds`` seeds (initialisation and Arnoldi start vector), ``seed + i``.
     """
 
     dataset: str = "digits"
@@ -218,15 +225,17 @@ class Chapter3:
     resnet_depth: int = 8
     resnet_width: int = 16
     resnet_n_train: int = 192
-    resnet_n_test: int = 2
+    resnet_n_test: int = 8
     resnet_steps: int = 50
     resnet_lr: float = 0.15
     resnet_batch_size: int = 32
     resnet_hvp_examples: int = 8
     resnet_rank: int = 8
     resnet_arnoldi_iterations: int = 12
-    resnet_cg_iter: int = 4
-    resnet_lissa_depth: int = 6
+    resnet_cg_iter: int = 100
+    resnet_cg_tol: float = 1e-4
+    resnet_lissa_depth: int = 30
+    n_seeds: int = 3
 
 
 @dataclass(frozen=True)
@@ -268,6 +277,10 @@ class Chapter9:
     mlp_lr: float = 0.5
     mlp_batch_size: int = 32
     divergence_steps: int = 40  # length of diagnose's paired runs
+    abif_ranks: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)  # rank sweep against exact damped influence
+    rank_agreement: float = 0.95  # advised rank: the smallest whose Pearson interval's lower end reaches it
+    n_boot: int = 1000  # bootstrap replicates of every interval
+    timing_repeats: int = 5  # live timings of this package's estimators: repeats of each
     benchmark_file: str = "benchmarks/results/results.json"
 
 
@@ -324,8 +337,10 @@ class Chapter6:
     From the checkpoint, warm-start runs of full-batch gradient descent for each of ``horizons``
     steps up-weight one training example by ε = m/n for each multiple m in ``eps_multiples``
     (−1: removal, +k: k duplicates), or remove groups of ``group_sizes`` examples, ``n_groups``
-    random and ``n_groups`` similar groups per size. Linearity "breaks" where the relative error
-    of the first-order prediction reaches ``threshold``. The exercises use logistic regression on
+    random and ``n_groups`` similar groups per size; the ε sweep perturbs the ``n_examples``
+    training examples with losses nearest the median (typical) and the ``n_examples`` with the
+    largest losses (hard). Linearity "breaks" where the relative error of the first-order
+    prediction reaches ``threshold``. The exercises use logistic regression on
     ``convex_classes`` with ``convex_weight_decay``.
     """
 
@@ -340,7 +355,8 @@ class Chapter6:
     horizons: tuple[int, ...] = (10, 300)
     eps_multiples: tuple[float, ...] = (-1.0, -0.3, -0.1, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
     group_sizes: tuple[int, ...] = (1, 10, 100)
-    n_groups: int = 4
+    n_groups: int = 10
+    n_examples: int = 4
     threshold: float = 0.1
     convex_classes: tuple[int, int] = (3, 5)
     convex_weight_decay: float = 1e-2
@@ -429,7 +445,7 @@ def _full() -> Config:
         ch3=Chapter3(n_train=1000, hidden=48, steps=1500, lissa_depths=(1, 3, 10, 30, 100, 300, 1000, 3000, 10000),
                      arnoldi_iterations=400, abif_ranks=(5, 10, 20, 50, 100, 200, 400), resnet_n_train=2000,
                      resnet_image_size=28, resnet_n_test=20, resnet_steps=500, resnet_batch_size=64, resnet_hvp_examples=512,
-                     resnet_rank=50, resnet_arnoldi_iterations=150, resnet_cg_iter=50, resnet_lissa_depth=200),
+                     resnet_rank=50, resnet_arnoldi_iterations=150, resnet_lissa_depth=1000),
         ch4=Chapter4(dataset="mnist5k", n_train=1000, n_test=200, steps=2000, batch_size=64,
                      n_removed=100),
         ch6=Chapter6(dataset="mnist5k", n_train=1000, n_test=200, steps=2000, batch_size=64),
