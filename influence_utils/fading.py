@@ -246,29 +246,6 @@ def _subsample(data: tuple, size: int | None, gen: torch.Generator) -> tuple:
     return index_batch(data[0], idx), data[1][idx]
 
 
-def _correlation_table(predictions: dict, actual: Tensor, steps: list[int], n_boot: int, seed: int):
-    """Pearson and Spearman with bootstrap intervals (z and queries resampled) for every estimator and T."""
-    import pandas as pd
-
-    from .stats import bootstrap_correlations
-
-    rows = []
-    live = [r for r, T in enumerate(steps) if T > 0 and torch.any(actual[r] != 0)]
-    for name, pred in predictions.items():
-        pred = pred.unsqueeze(0).expand_as(actual) if pred.shape == actual.shape[1:] else pred
-        if pred.shape != actual.shape:
-            raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
-        xs, ys = [pred[r].double().numpy() for r in live], [actual[r].double().numpy() for r in live]
-        result = {m: bootstrap_correlations(xs, ys, method=m, unit="both", n_boot=n_boot, seed=seed)
-                  for m in ("pearson", "spearman")}
-        for i, r in enumerate(live):
-            row = {"estimator": name, "T": int(steps[r])}
-            for m, intervals in result.items():
-                row.update({m: intervals[i].estimate, f"{m}_low": intervals[i].low, f"{m}_high": intervals[i].high})
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def fading_study(
     obj: Objective,
     theta: Tensor,
@@ -373,7 +350,7 @@ def fading_study(
             }
             predictions = {k: compute[k]().detach().cpu() for k in wanted}
             actual, actual_control = actual.detach().cpu(), actual_control.detach().cpu()
-            table = _correlation_table(predictions, actual, runs.steps, n_boot, seed)
+            table = correlation_table(predictions, actual, runs.steps, n_boot=n_boot, seed=seed)
             control_table = _control_table(predictions, actual_control, runs.steps, n_boot, seed)
             window = (record[1], horizon)
             growth = fit_growth_rate(runs.steps, runs.gaps.cpu(), window=window)
@@ -393,7 +370,7 @@ def _control_table(predictions: dict, actual_control: Tensor, steps: list[int], 
     import pandas as pd
 
     tbif = {"time-bounded IF": predictions["time-bounded IF"]}  # the control asks one question
-    parts = [_correlation_table(tbif, a, steps, n_boot, seed).assign(seed=s) for s, a in enumerate(actual_control)]
+    parts = [correlation_table(tbif, a, steps, n_boot=n_boot, seed=seed).assign(seed=s) for s, a in enumerate(actual_control)]
     return pd.concat(parts, ignore_index=True)
 
 
