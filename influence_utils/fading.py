@@ -391,8 +391,9 @@ def correlation_table(predictions: dict, actual: Tensor, steps: list[int], *, n_
         methods: which correlations, ``"pearson"`` and/or ``"spearman"``.
 
     Returns:
-        A DataFrame with one row per (estimator, T): ``pearson, pearson_low, pearson_high, spearman,
-        spearman_low, spearman_high`` (95 % intervals; the columns of the methods asked for).
+        A pandas DataFrame, one row per estimator and horizon T, with the columns ``estimator``,
+        ``T``, ``pearson``, ``pearson_low``, ``pearson_high``, ``spearman``, ``spearman_low`` and
+        ``spearman_high`` (95 % intervals; only the columns of the methods asked for).
     """
     import pandas as pd
 

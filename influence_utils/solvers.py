@@ -179,9 +179,9 @@ class _Solver:
     def check_fitted_on(self, obj: Objective, theta: Tensor) -> None:
         """Refuse to be used at another θ or with another objective than the one it was fitted on.
 
-        The curvature a solver holds belongs to the θ and the objective of :meth:`fit`; scores
+        The curvature a solver holds belongs to the θ and the objective of ``fit``; scores
         computed with gradients at another θ (a later checkpoint, say) silently mix two models.
-        Solvers that were not fitted through :meth:`fit` are not checked.
+        Solvers that were not fitted through ``fit`` are not checked.
 
         Raises:
             ValueError: naming what the solver was fitted on and what it is used with.
