@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch", "to_device", "check_iterable"]
+__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch", "to_device", "check_iterable",
+           "named_tensors"]
 
 
 def _leading_dims(inputs: Any) -> list[int]:
@@ -66,6 +67,18 @@ def validate_batch(batch: Any) -> tuple[Any, Tensor]:
             f"targets {tuple(targets.shape)}"
         )
     return inputs, targets
+
+
+def named_tensors(inputs: Any) -> list[tuple[str, Tensor]]:
+    """The tensors of ``inputs`` (a tensor, tuple or dict) with names for messages:
+    ``[("inputs", x)]``, ``[("inputs[0]", a), ...]`` or ``[("inputs['input_ids']", ids), ...]``."""
+    if isinstance(inputs, Mapping):
+        pairs = [(f"inputs[{k!r}]", v) for k, v in inputs.items()]
+    elif isinstance(inputs, (tuple, list)):
+        pairs = [(f"inputs[{i}]", v) for i, v in enumerate(inputs)]
+    else:
+        pairs = [("inputs", inputs)]
+    return [(k, v) for k, v in pairs if isinstance(v, Tensor)]
 
 
 def index_batch(inputs: Any, index: Tensor | slice) -> Any:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 from torch.utils._pytree import tree_map
 
-from .batching import iter_chunks, num_examples, to_device
+from .batching import iter_chunks, named_tensors, num_examples, to_device
 
 # The first forward-mode AD call (jvp, used by every HVP) imports torch's jvp decompositions,
 # which call the deprecated torch.jit.script and emit a FutureWarning about torch internals that
@@ -107,6 +107,8 @@ class ModelInputDtypeError(TypeError, RuntimeError):
 
 
 _DTYPE_WORDS = ("dtype", "scalar type")
+# The Tensor / Module method that casts to a dtype, for advice like "x.double()".
+_CAST = {torch.float64: "double", torch.float32: "float", torch.float16: "half", torch.bfloat16: "bfloat16"}
 _SHAPE_WORDS = ("shape", "size", "channel", "dimension")
 
 
@@ -130,16 +132,6 @@ def _train_mode_message(found: list[str]) -> str:
         "per-example gradients and Hessians ill-defined. Call model.eval() first (before building "
         "the Objective)"
     )
-
-
-def _input_leaves(inputs: Any) -> list[tuple[str, Tensor]]:
-    if isinstance(inputs, dict):
-        pairs = [(f"inputs[{k!r}]", v) for k, v in inputs.items()]
-    elif isinstance(inputs, (tuple, list)):
-        pairs = [(f"inputs[{i}]", v) for i, v in enumerate(inputs)]
-    else:
-        pairs = [("inputs", inputs)]
-    return [(k, v) for k, v in pairs if isinstance(v, Tensor)]
 
 
 def _expected_input(model: nn.Module) -> str:
@@ -333,19 +325,17 @@ class Objective:
         if noisy:
             raise ValueError(_train_mode_message(noisy)) from err
         text = str(err)
-        leaves = _input_leaves(inputs)
+        leaves = named_tensors(inputs)
         if any(w in text for w in _DTYPE_WORDS):
             wrong = [(k, v) for k, v in leaves if v.is_floating_point() and v.dtype != self.dtype]
             if not wrong and not isinstance(inputs, (dict, tuple, list)):
                 wrong = [(k, v) for k, v in leaves if v.dtype != self.dtype]  # integer features
             if wrong:
                 name, leaf = wrong[0]
-                method = {torch.float64: "double", torch.float32: "float", torch.float16: "half",
-                          torch.bfloat16: "bfloat16"}.get(self.dtype)
+                method = _CAST.get(self.dtype)
                 convert = f"x.{method}()" if method else f"x.to({self.dtype})"
                 if leaf.is_floating_point():
-                    other = {torch.float64: "double", torch.float32: "float", torch.float16: "half",
-                             torch.bfloat16: "bfloat16"}.get(leaf.dtype)
+                    other = _CAST.get(leaf.dtype)
                     convert += f" (or model.{other}())" if other else f" (or model.to({leaf.dtype}))"
                 raise ModelInputDtypeError(
                     f"{name} are {leaf.dtype} but θ is {self.dtype}; convert with {convert} before "

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .batching import index_batch, num_examples, validate_batch
+from .batching import index_batch, named_tensors, num_examples, validate_batch
 from .objective import Objective
 
 __all__ = [
@@ -71,13 +71,7 @@ def _nonfinite_source(obj: Objective, theta: Tensor, data: Any, losses: bool = T
         bad = (~torch.isfinite(theta)).nonzero().flatten()
         return f"theta has {bad.numel()} non-finite entries (first at index {int(bad[0])})"
     inputs, targets = data if isinstance(data, (tuple, list)) and len(data) == 2 else (data, None)
-    leaves = [("targets", targets)]
-    if isinstance(inputs, Tensor):
-        leaves.append(("inputs", inputs))
-    elif isinstance(inputs, dict):
-        leaves += [(f"inputs[{k!r}]", v) for k, v in inputs.items()]
-    elif isinstance(inputs, (tuple, list)):
-        leaves += [(f"inputs[{i}]", v) for i, v in enumerate(inputs)]
+    leaves = [("targets", targets)] + named_tensors(inputs)
     for name, t in leaves:
         if isinstance(t, Tensor) and t.is_floating_point() and t.ndim >= 1 and not torch.isfinite(t).all():
             rows = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(1).nonzero().flatten()
@@ -110,16 +104,8 @@ def _check_finite(result: Tensor, what: str, obj: Objective, theta: Tensor, data
 def _refuse_empty(solver: str, obj: Any, data: Any) -> None:
     """Refuse training data with no examples when fitting on an :class:`Objective` (counted only
     where that is free: tensor pairs and DataLoaders over a sized dataset)."""
-    if not isinstance(obj, Objective):
-        return
-    if isinstance(data, (tuple, list)):
-        n = num_examples(data)
-    else:
-        dataset = getattr(data, "dataset", None)
-        if dataset is None or not hasattr(dataset, "__len__"):
-            return
-        n = len(dataset)
-    if n == 0:
+    sized = isinstance(data, (tuple, list)) or hasattr(getattr(data, "dataset", None), "__len__")
+    if isinstance(obj, Objective) and sized and num_examples(data) == 0:
         raise ValueError(
             f"{solver}.fit got training data with no examples (n = 0): the Hessian is an average over "
             "the training examples, undefined for an empty set. Fit on the training set the model was "
