@@ -119,6 +119,44 @@ def test_colab_cell_is_a_no_op_outside_colab_and_keeps_colabs_torch():
         assert "--upgrade" not in line and " -U " not in line, f"do not upgrade Colab's packages: {line.strip()}"
 
 
+# What a Colab runtime has preinstalled (2025–2026 images; ipywidgets has stayed on 7.7.1 because
+# Colab's frontend does not support 8). The Colab cell must leave every one of them in place.
+COLAB_PREINSTALLED = {
+    "torch": "2.6.0",
+    "torchvision": "0.21.0",
+    "transformers": "4.48.3",
+    "numpy": "1.26.4",
+    "pandas": "2.2.2",
+    "ipywidgets": "7.7.1",
+}
+
+
+def test_colab_cell_installs_the_full_extra_and_keeps_colabs_packages():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+
+    source = _source(_colab_cell(_load(FIRST)))
+    extras = set()
+    for spec in re.findall(r"influence-utils\[([^\]]*)\]", source):
+        extras |= {e.strip() for e in spec.split(",")}
+    assert extras == {"full"}, (
+        f"the Colab cell installs the extras {sorted(extras)}: install [full] only ([book] builds the "
+        "HTML book and would replace Colab's ipywidgets)"
+    )
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["full"]]
+    for req in requirements:
+        name = req.name.lower()
+        if name in COLAB_PREINSTALLED and req.marker is None:
+            assert req.specifier.contains(COLAB_PREINSTALLED[name]), (
+                f"{req} would make pip replace Colab's {name} {COLAB_PREINSTALLED[name]}; "
+                "keep it a lower bound that Colab's version meets"
+            )
+
+
 @pytest.mark.parametrize("doc", ["book/intro.md", "README.md"])
 def test_the_docs_show_the_colab_cell_as_it_is(doc):
     cell = _source(_colab_cell(_load(FIRST))).strip()
