@@ -83,6 +83,11 @@ def _step_batch(inputs: Any, targets: Tensor, order: Tensor | None, t: int) -> t
     return index_batch(inputs, idx), targets[idx]
 
 
+def _device_of(*values: Any) -> torch.device | None:
+    """The device of the first tensor among ``values`` (``None``: none is a tensor, use the default)."""
+    return next((v.device for v in values if isinstance(v, Tensor)), None)
+
+
 def _as_eps(eps: float | Sequence[float] | Tensor, dtype: torch.dtype, device) -> Tensor:
     e = torch.as_tensor(eps, dtype=dtype, device=device).reshape(-1)
     if e.numel() == 0:
@@ -109,11 +114,13 @@ class PerturbedRuns:
         z_index: ``[k]`` which perturbing example (row of ``z``) each run used.
         gaps: ``[k, R]`` ‖θ_ε(t) − θ(t)‖ at the recorded steps.
         n: the number of training examples (the n of a removal, ε = −1/n).
-        base: ``[R, p]`` θ(t) of the unperturbed run (always kept).
-        perturbed: ``[k, R, p]`` θ_ε(t) (``None`` with ``keep_thetas=False``).
+        base: ``[R, p]`` θ(t) of the unperturbed run (``None`` with ``keep_base=False``).
+        perturbed: ``[k, R, p]`` θ_ε(t) (``None`` with ``keep_thetas=False``, the default).
         base_test_losses: ``[R, n_test]`` ℓ(test_i; θ(t)) (``None`` without test data).
         test_losses: ``[k, R, n_test]`` ℓ(test_i; θ_ε(t)) (``None`` without test data).
         batch_indices: ``[steps, batch_size]`` the shared batch order, ``None`` for full batch.
+        projections: ``[k, R, r]`` the coordinates ``(θ_ε(t) − θ(t))ᵀ V`` of each run's gap on the
+            directions V ``[p, r]`` given as ``project`` (``None`` without them).
     """
 
     steps: list[int]
@@ -127,6 +134,7 @@ class PerturbedRuns:
     base_test_losses: Tensor | None = field(default=None, repr=False)
     test_losses: Tensor | None = field(default=None, repr=False)
     batch_indices: Tensor | None = field(default=None, repr=False)
+    projections: Tensor | None = field(default=None, repr=False)
 
     @property
     def k(self) -> int:
@@ -187,6 +195,8 @@ def perturbed_runs(
     record_every: int | Sequence[int] | None = 1,
     test: Any = None,
     keep_thetas: bool = False,
+    keep_base: bool = True,
+    project: Tensor | None = None,
     chunk: int = 64,
     progress_bar: bool | None = None,
 ) -> PerturbedRuns:
@@ -214,9 +224,17 @@ def perturbed_runs(
             steps to record (e.g. log-spaced horizons ``[0, 1, 2, 5, 10, 20, 50, ...]``).
         test: optional query data: record ℓ(test_i; θ) at every recorded step of every run.
         keep_thetas: also keep the parameters of every perturbed run at every recorded step
-            (``k·R·p`` numbers: mind the memory). By default only the gaps, the test losses and
-            the unperturbed run's parameters ``[R, p]`` are kept.
-        chunk: runs stepped together (memory grows with it).
+            (``k·R·p`` numbers: mind the memory). By default only what the chapters read is kept:
+            the gaps ``[k, R]``, the test losses ``[k, R, n_test]``, the projections and the
+            unperturbed run's parameters ``[R, p]``.
+        keep_base: keep the unperturbed run's parameters ``[R, p]`` (the checkpoints of
+            :func:`tracin_vs_steps`, the reference of :func:`divergence_curve`); ``False`` drops
+            them too, for a model whose ``R·p`` numbers do not fit.
+        project: optional directions ``[p, r]`` (e.g. Hessian eigenvectors): record the gap's
+            coordinates ``(θ_ε(t) − θ(t))ᵀ V`` at every recorded step, ``[k, R, r]``.
+        chunk: runs stepped together. Memory: the parameters and gradients of ``chunk + 1`` runs
+            (``2·(chunk + 1)·p`` numbers, plus a step's activations for each run); nothing of a
+            run's past is kept beyond the recorded gaps, losses and projections.
         progress_bar: show a progress bar over steps (default: interactive use only).
 
     Returns:
@@ -234,12 +252,14 @@ def perturbed_runs(
     obj._check_theta(theta0)
     n, m = int(targets.shape[0]), int(zy.shape[0])
     e = _as_eps(eps, theta0.dtype, theta0.device)
-    z_index = torch.arange(m).repeat_interleave(e.numel())
+    z_index = torch.arange(m, device=theta0.device).repeat_interleave(e.numel())
     eps_all = e.repeat(m)
     order = batch_order(n, steps, batch_size, seed)
     record = _record_steps(steps, record_every)
     if test is not None:
         _tensor_data(test, "test")
+    if project is not None and (project.ndim != 2 or project.shape[0] != theta0.numel()):
+        raise ValueError(f"project must be directions [p={theta0.numel()}, r], got {tuple(project.shape)}")
 
     def step_loss(theta: Tensor, x1: Any, y1: Tensor, e1: Tensor, batch) -> Tensor:
         value = obj.loss(theta, batch)
@@ -251,22 +271,30 @@ def perturbed_runs(
     def test_losses(thetas: Tensor) -> Tensor:
         return vmap(lambda t: obj.per_example_losses(t, test))(thetas)
 
-    gaps, thetas_out, losses_out = [], [], []
+    gaps, thetas_out, losses_out, proj_out = [], [], [], []
     base_thetas = base_losses = None
     starts = list(range(0, eps_all.numel(), chunk))
     for ci, start in enumerate(starts):
-        rows = torch.arange(start, min(start + chunk, eps_all.numel()))
+        rows = torch.arange(start, min(start + chunk, eps_all.numel()), device=theta0.device)
         # row 0 is the unperturbed run (ε = 0; its z is a placeholder that contributes 0·∇ℓ)
         zi = torch.cat([z_index[rows[:1]], z_index[rows]])
         xk, yk = index_batch(zx, zi), zy[zi]
         ek = torch.cat([eps_all.new_zeros(1), eps_all[rows]])
         theta = theta0.detach().unsqueeze(0).repeat(len(zi), 1)
-        rec_theta, rec_loss = [], []
+        # what is recorded at each recorded step, never the runs' whole parameters (unless asked)
+        rec_gap, rec_base, rec_theta, rec_loss, rec_proj = [], [], [], [], []
         bar = progress(range(steps + 1), desc=f"perturbed runs {ci + 1}/{len(starts)}", total=steps + 1,
                        show=progress_bar)
         for t in bar:
             if t in record:
-                rec_theta.append(theta)
+                diff = theta[1:] - theta[:1]
+                rec_gap.append(diff.norm(dim=-1))
+                if ci == 0 and keep_base:
+                    rec_base.append(theta[0].clone())  # a copy: a view would keep all the chunk's runs
+                if keep_thetas:
+                    rec_theta.append(theta[1:])
+                if project is not None:
+                    rec_proj.append(diff @ project)
                 if test is not None:
                     rec_loss.append(test_losses(theta))
             if t == steps:
@@ -275,15 +303,17 @@ def perturbed_runs(
             theta = theta - lr * step_grad(theta, xk, yk, ek, batch)
             if not torch.isfinite(theta).all():
                 raise FloatingPointError(f"a perturbed run diverged at step {t} (non-finite parameters); lower lr={lr}")
-        traj = torch.stack(rec_theta, dim=1)  # [1 + c, R, p]
-        if base_thetas is None:
-            base_thetas = traj[0]
+        if ci == 0:
+            base_thetas = torch.stack(rec_base) if keep_base else None
             base_losses = torch.stack(rec_loss, dim=1)[0] if test is not None else None
-        gaps.append((traj[1:] - traj[:1]).norm(dim=-1))
+        gaps.append(torch.stack(rec_gap, dim=1))
         if keep_thetas:
-            thetas_out.append(traj[1:])
+            thetas_out.append(torch.stack(rec_theta, dim=1))
+        if project is not None:
+            proj_out.append(torch.stack(rec_proj, dim=1))
         if test is not None:
             losses_out.append(torch.stack(rec_loss, dim=1)[1:])
+        del theta, rec_gap, rec_base, rec_theta, rec_loss, rec_proj
     return PerturbedRuns(
         steps=record,
         lr=float(lr),
@@ -296,6 +326,7 @@ def perturbed_runs(
         base_test_losses=base_losses,
         test_losses=torch.cat(losses_out) if test is not None else None,
         batch_indices=order,
+        projections=torch.cat(proj_out) if project is not None else None,
     )
 
 
@@ -373,7 +404,7 @@ class GrowthFit:
 
     def predict(self, steps: Sequence[int] | Tensor) -> Tensor:
         """The fitted gap at ``steps`` ``[S]``: ``[..., S]``."""
-        s = torch.as_tensor(steps, dtype=self.rate.dtype)
+        s = torch.as_tensor(steps, dtype=self.rate.dtype, device=self.rate.device)
         return torch.exp(self.intercept.unsqueeze(-1) + self.rate.unsqueeze(-1) * s)
 
     def horizon(self, tolerance: float) -> Tensor:
@@ -394,8 +425,9 @@ def horizon(rate: float | Tensor, initial_gap: float | Tensor, tolerance: float)
     while the gap is small, i.e. for ``T ≲ log(1/|ε|)/rate``. 0 if the gap starts at or above
     ``tolerance``; ``inf`` if it starts below and does not grow.
     """
-    rate = torch.as_tensor(rate, dtype=torch.float64)
-    gap0 = torch.as_tensor(initial_gap, dtype=torch.float64)
+    device = _device_of(rate, initial_gap)
+    rate = torch.as_tensor(rate, dtype=torch.float64, device=device)
+    gap0 = torch.as_tensor(initial_gap, dtype=torch.float64, device=device)
     if tolerance <= 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
     if (gap0 <= 0).any():
@@ -430,8 +462,8 @@ def fit_growth_rate(
     Raises:
         ValueError: if a curve has fewer than 2 usable points in the window.
     """
-    s = torch.as_tensor(steps, dtype=torch.float64)
     g = gaps.to(torch.float64)
+    s = torch.as_tensor(steps, dtype=torch.float64, device=g.device)
     if s.ndim != 1 or g.shape[-1] != s.numel():
         raise ValueError(f"gaps must be [..., {s.numel()}] to match steps [R], got {tuple(g.shape)}")
     lo, hi = (float(s.min()), float(s.max())) if window is None else (float(window[0]), float(window[1]))
@@ -539,8 +571,10 @@ def fit_growth_models(
     """
     from .stats import Interval
 
-    s = torch.as_tensor(steps, dtype=torch.float64)
-    g = torch.as_tensor(gaps).to(torch.float64)
+    # on the host: a small [k, R] panel, bootstrapped with a seeded CPU generator, so that the
+    # intervals are the same numbers whichever device the gaps come from (floats are returned)
+    s = torch.as_tensor(steps, dtype=torch.float64, device="cpu")  # host: see above
+    g = torch.as_tensor(gaps, device="cpu").detach().to(torch.float64)
     if g.ndim != 2 or g.shape[1] != s.numel():
         raise ValueError(f"gaps must be [k, R] with R = {s.numel()} recorded steps, got {tuple(g.shape)}")
     if g.shape[0] < 2:
@@ -553,13 +587,13 @@ def fit_growth_models(
         raise ValueError(f"fewer than 3 recorded steps with a positive gap in the window {(lo, hi)}; widen it")
     t, g = s[use], g[:, use].clamp_min(1e-300)
     gen = torch.Generator().manual_seed(int(seed))
-    idx = torch.randint(0, g.shape[0], (int(n_boot), g.shape[0]), generator=gen)
+    idx = torch.randint(0, g.shape[0], (int(n_boot), g.shape[0]), generator=gen)  # host: see above
     curves = torch.cat([g.median(0).values[None], g[idx].median(1).values])  # [1 + B, m]
     fits = _log_fits(t, curves.log())
     alpha = (1 - confidence) / 2
 
     def interval(values: Tensor) -> Interval:
-        q = torch.quantile(values[1:], torch.tensor([alpha, 1 - alpha], dtype=values.dtype))
+        q = torch.quantile(values[1:], torch.tensor([alpha, 1 - alpha], dtype=values.dtype, device=values.device))
         return Interval(float(values[0]), float(q[0]), float(q[1]), confidence, int(g.shape[0]))
 
     rate, r2_exp, exponent, r2_pow = (interval(v) for v in fits)
@@ -582,7 +616,7 @@ def curvature_growth_rate(eigenvalues: Tensor, lr: float) -> float:
     Returns:
         float: the rate per step; negative when every direction contracts.
     """
-    lam = torch.as_tensor(eigenvalues, dtype=torch.float64)
+    lam = torch.as_tensor(eigenvalues, dtype=torch.float64, device=_device_of(eigenvalues))
     return float(torch.log((1 - lr * lam).abs().max()))
 
 
@@ -780,11 +814,11 @@ def tracin_vs_steps(
         raise ValueError(f"checkpoint_steps must be increasing, got {s}")
     n = num_examples(train) if n is None else n
     dots = torch.stack([gradient_dot(obj, th, train, test, n=n) for th in checkpoints])  # [K, n_test, n_train]
-    starts = torch.tensor(s, dtype=dots.dtype)
-    ends = torch.cat([starts[1:], torch.tensor([math.inf], dtype=dots.dtype)])
+    starts = torch.tensor(s, dtype=dots.dtype, device=dots.device)
+    ends = torch.cat([starts[1:], torch.full((1,), math.inf, dtype=dots.dtype, device=dots.device)])
     out = []
     for T in horizons:
-        weight = lr * (torch.minimum(ends, torch.tensor(float(T), dtype=dots.dtype)) - starts).clamp_min(0)
+        weight = lr * (ends.clamp_max(float(T)) - starts).clamp_min(0)
         out.append(torch.einsum("k,kij->ij", weight, dots))
     return torch.stack(out)
 

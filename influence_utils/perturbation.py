@@ -60,8 +60,8 @@ __all__ = [
 Group = int | Sequence[int]
 
 
-def _indices(group: Group, n: int) -> Tensor:
-    idx = torch.as_tensor([group] if isinstance(group, int) else list(group), dtype=torch.long)
+def _indices(group: Group, n: int, device=None) -> Tensor:
+    idx = torch.as_tensor([group] if isinstance(group, int) else list(group), dtype=torch.long, device=device)
     if idx.numel() == 0:
         raise ValueError("a group must contain at least one training example")
     if idx.min() < 0 or idx.max() >= n:
@@ -71,15 +71,19 @@ def _indices(group: Group, n: int) -> Tensor:
     return idx
 
 
-def upweight_weights(n: int, group: Group, eps: Sequence[float] | Tensor, dtype=torch.float64) -> Tensor:
+def upweight_weights(n: int, group: Group, eps: Sequence[float] | Tensor, dtype=torch.float64,
+                     device=None) -> Tensor:
     """Per-example weights ``[k, n]`` for the objective ``L + ε_k Σ_{z∈G} ℓ(z)``.
 
     Row k is all ones except ``1 + n·ε_k`` on the members of ``group``: ε = −1/n removes the group
-    (weight 0), ε = +k/n adds k copies of each member.
+    (weight 0), ε = +k/n adds k copies of each member. On ``device`` (default: that of ``eps``
+    when it is a tensor, else the CPU).
     """
-    idx = _indices(group, n)
-    e = torch.as_tensor(eps, dtype=dtype).reshape(-1)
-    w = torch.ones(e.numel(), n, dtype=dtype)
+    if device is None:
+        device = eps.device if isinstance(eps, Tensor) else "cpu"
+    idx = _indices(group, n, device)
+    e = torch.as_tensor(eps, dtype=dtype, device=device).reshape(-1)
+    w = torch.ones(e.numel(), n, dtype=dtype, device=device)
     w[:, idx] = (1 + n * e)[:, None]
     return w
 
@@ -157,7 +161,9 @@ def weighted_runs(
     theta0 = theta0.detach()
     if theta0.ndim == 2 and theta0.shape[0] != weights.shape[0]:
         raise ValueError(f"theta0 has {theta0.shape[0]} starts for {weights.shape[0]} runs; give one per row of weights")
-    starts0 = theta0 if theta0.ndim == 2 else theta0.expand(weights.shape[0], -1)
+    # a copy per run, never an expanded view: forward-mode AD (the Hessian of method="newton", built
+    # from more than one block of HVPs when p > 256) refuses memory shared between runs
+    starts0 = (theta0 if theta0.ndim == 2 else theta0.expand(weights.shape[0], -1)).clone()
     if method == "newton":
         def run(theta: Tensor, w: Tensor) -> Tensor:
             for _ in range(newton_iterations):
@@ -255,11 +261,11 @@ def epsilon_sweep(
     """
     _, targets = _tensor_data(train)
     n = targets.shape[0]
-    e = torch.as_tensor(eps, dtype=theta0.dtype).reshape(-1)
-    scores = torch.as_tensor(scores, dtype=theta0.dtype)
+    e = torch.as_tensor(eps, dtype=theta0.dtype, device=theta0.device).reshape(-1)
+    scores = torch.as_tensor(scores, dtype=theta0.dtype, device=theta0.device)
     if scores.ndim != 1:
         raise ValueError(f"scores must be [n_test] (one column of a score matrix), got {tuple(scores.shape)}")
-    W = upweight_weights(n, group, torch.cat([e.new_zeros(1), e]), dtype=theta0.dtype)
+    W = upweight_weights(n, group, torch.cat([e.new_zeros(1), e]), dtype=theta0.dtype, device=theta0.device)
     thetas = weighted_runs(obj, theta0, train, W, method=method, **run_kwargs)
     actual = _loss_change(obj, thetas[1:], thetas[0], test)
     if actual.shape[1] != scores.shape[0]:
@@ -279,7 +285,7 @@ def group_scores(scores: Tensor, groups: Sequence[Group]) -> Tensor:
         ``[n_test, m]``.
     """
     n = scores.shape[1]
-    return torch.stack([scores[:, _indices(g, n)].sum(1) for g in groups], dim=1)
+    return torch.stack([scores[:, _indices(g, n, scores.device)].sum(1) for g in groups], dim=1)
 
 
 def group_removal(
@@ -307,9 +313,9 @@ def group_removal(
     _, targets = _tensor_data(train)
     n = targets.shape[0]
     predicted = group_scores(scores, groups)
-    W = torch.ones(len(groups) + 1, n, dtype=theta0.dtype)
+    W = torch.ones(len(groups) + 1, n, dtype=theta0.dtype, device=theta0.device)
     for k, g in enumerate(groups):
-        W[k + 1, _indices(g, n)] = 0.0
+        W[k + 1, _indices(g, n, W.device)] = 0.0
     thetas = weighted_runs(obj, theta0, train, W, method=method, **run_kwargs)
     return predicted, _loss_change(obj, thetas[1:], thetas[0], test).T
 
@@ -319,7 +325,8 @@ def random_groups(n: int, size: int, count: int, seed: int = 0) -> list[list[int
     if not 1 <= size <= n:
         raise ValueError(f"size must be between 1 and n={n}, got {size}")
     gen = torch.Generator().manual_seed(seed)
-    return [torch.randperm(n, generator=gen)[:size].sort().values.tolist() for _ in range(count)]
+    return [torch.randperm(n, generator=gen)[:size].sort().values.tolist()  # host: seeded CPU draw, lists out
+            for _ in range(count)]
 
 
 def similar_groups(features: Tensor, size: int, anchors: Sequence[int]) -> list[list[int]]:
@@ -342,9 +349,9 @@ def similar_groups(features: Tensor, size: int, anchors: Sequence[int]) -> list[
     if not 1 <= size <= n:
         raise ValueError(f"size must be between 1 and n={n}, got {size}")
     f = features / features.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    a = torch.as_tensor(list(anchors), dtype=torch.long)
+    a = torch.as_tensor(list(anchors), dtype=torch.long, device=features.device)
     sim = f[a] @ f.T
-    sim[torch.arange(len(a)), a] = math.inf  # the anchor first, even with duplicated rows
+    sim[torch.arange(len(a), device=features.device), a] = math.inf  # the anchor first, even with duplicated rows
     return sim.topk(size, dim=1).indices.sort(dim=1).values.tolist()
 
 
@@ -387,7 +394,7 @@ def linearized_removal(
 
     tangents = torch.zeros(len(groups), n, dtype=theta0.dtype, device=theta0.device)
     for k, g in enumerate(groups):
-        tangents[k, _indices(g, n)] = 1.0
+        tangents[k, _indices(g, n, tangents.device)] = 1.0
     out = torch.cat([vmap(lambda u: jvp(test_losses, (ones,), (u,))[1])(tangents[i : i + chunk])
                      for i in range(0, len(groups), chunk)])
     return -out.T

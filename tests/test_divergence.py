@@ -209,3 +209,44 @@ def test_correlation_vs_steps():
         dv.correlation_vs_steps({"bad": fixed[:, :2]}, actual, [0, 1, 5, 10])
     with pytest.raises(ValueError, match="len\\(steps\\)"):
         dv.correlation_vs_steps({"exact": actual}, actual, [0, 1])
+
+
+def test_perturbed_runs_record_projections_and_keep_no_past_parameters(mlp, monkeypatch):
+    """What the chapters read (gaps, test losses, projections) without every run's parameters.
+
+    The old loop kept the parameters of every run of a chunk at every recorded step
+    (``(1 + chunk)·R·p`` numbers: 40 GB for chapter 7's BERT); now at the last step only the current
+    parameters of the chunk are alive, however many steps were recorded.
+    """
+    import gc
+    import warnings
+
+    obj, theta, train, test = mlp
+    z = (train[0][[2, 9, 11]], train[1][[2, 9, 11]])
+    kw = dict(steps=20, lr=0.3, batch_size=16, seed=1, record_every=1)
+    V = torch.linalg.qr(torch.randn(obj.p, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64))[0]
+    full = dv.perturbed_runs(obj, theta, train, z, [0.01, -0.02], test=test, keep_thetas=True, **kw)
+    lean = dv.perturbed_runs(obj, theta, train, z, [0.01, -0.02], test=test, keep_base=False, project=V, **kw)
+    assert lean.base is None and lean.perturbed is None and lean.projections.shape == (6, 21, 4)
+    assert torch.equal(lean.gaps, full.gaps) and torch.equal(lean.test_losses, full.test_losses)
+    torch.testing.assert_close(lean.projections, (full.perturbed - full.base.unsqueeze(0)) @ V, rtol=1e-10, atol=1e-15)
+    torch.testing.assert_close(lean.actual_scores(), full.actual_scores(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="project must be"):
+        dv.perturbed_runs(obj, theta, train, z, 0.01, project=V[:-1], **kw)
+
+    big = []  # blocks of the chunk's parameters [1 + 6 runs, p] alive when the last step is reached
+
+    def watch(iterable, **_):
+        items = list(iterable)
+        for i, item in enumerate(items):
+            if i == len(items) - 1:
+                gc.collect()
+                with warnings.catch_warnings():  # isinstance() wakes deprecated torch.distributed names
+                    warnings.simplefilter("ignore", FutureWarning)
+                    big.append(sum(1 for o in gc.get_objects()
+                                   if isinstance(o, torch.Tensor) and tuple(o.shape) == (7, obj.p)))
+            yield item
+
+    monkeypatch.setattr(dv, "progress", watch)
+    dv.perturbed_runs(obj, theta, train, z, [0.01, -0.02], test=test, **kw)
+    assert big == [1], f"{big} blocks of the chunk's parameters alive at the last of 20 recorded steps"

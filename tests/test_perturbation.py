@@ -70,6 +70,32 @@ def test_least_squares_optimum_follows_sherman_morrison(linreg):
     assert (sweep.relative_error[1:].diff() > 0).all()  # the gap grows with ε
 
 
+def test_newton_runs_with_more_than_256_parameters_reach_the_weighted_least_squares_optimum():
+    """p = 301 > 256 (the Hessian is built from two blocks of HVPs; chapter 6's full profile has 785).
+
+    Weighted ridge regression has the closed form θ_w = (X̃ᵀWX̃/n + λI)⁻¹ X̃ᵀWy/n (X̃ with a column
+    of ones for the bias), for every row of weights, from one start or one start per run.
+    """
+    from conftest import Linear1
+
+    g = torch.Generator().manual_seed(11)
+    n, d, wd = 60, 300, 1e-2
+    X = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = X[:, :5].sum(1) + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    torch.manual_seed(0)
+    obj = iu.Objective(Linear1(d).double(), iu.per_example_squared_error, weight_decay=wd)
+    assert obj.p == d + 1 > 256
+    W = upweight_weights(n, [3, 8], [0.0, -1 / n, 2 / n, 30 / n])
+    Xb = torch.cat([X, torch.ones(n, 1, dtype=torch.float64)], 1)
+    closed = torch.stack([torch.linalg.solve(Xb.T @ (w[:, None] * Xb) / n + wd * torch.eye(d + 1, dtype=torch.float64),
+                                             Xb.T @ (w * y) / n) for w in W])
+    start = obj.theta().detach()
+    got = weighted_runs(obj, start, (X, y), W, method="newton", newton_iterations=3, chunk=3)
+    torch.testing.assert_close(got, closed, rtol=1e-9, atol=1e-10)
+    again = weighted_runs(obj, start.expand(len(W), -1), (X, y), W, method="newton", newton_iterations=3)
+    torch.testing.assert_close(again, closed, rtol=1e-9, atol=1e-10)
+
+
 def test_one_step_response_is_exactly_linear_in_the_parameters(linreg):
     """After one gradient step θ₁ = θ₀ − η∇L − ηε∇ℓ(z): linear in ε, so on least squares the whole
     remainder is the test loss's own curvature, ½(ηε x̃ₜᵀ∇ℓ(z))²."""
