@@ -456,13 +456,17 @@ def _full() -> Config:
             resnet=TopLayerTask(model="resnet18", dataset="cifar10", n_train=10000, n_test=1000, n_top=1,
                                 max_length=0, width=64, pretrain_epochs=15, pretrain_lr=1e-3, steps=300,
                                 lr=0.05, batch_size=128),
-            mlp_n_train=1000, mlp_n_test=400, n_z=32, n_queries=200, horizon_epochs=3.0, record_points=16,
+            # the digits test pool holds 359 images (20 % of 1,797): 350 of them, not 400
+            mlp_n_train=1000, mlp_n_test=350, n_z=32, n_queries=200, horizon_epochs=3.0, record_points=16,
             batch_size=64, arnoldi_rank=50, arnoldi_iterations=100, hessian_examples=1000, grad_chunk=16,
             sweep_n_z=16,
         ),
         ch9=Chapter9(dataset="mnist5k", n_train=800, mlp_hidden=16, mlp_steps=1000, mlp_lr=0.2,
                      mlp_batch_size=64, divergence_steps=100),
-        ch8=Chapter8(n_pool_text=872, n_pool_image=2000, n_wrong=100, n_heldout=500, ks=(1, 5, 10, 50),
+        # SST-2's labelled test split is its validation split, 872 sentences, all of them the text pool;
+        # even a checkpoint as good as fully fine-tuned bert-base (92.7 %) mis-predicts 63 of them, so
+        # 60 are corrected (not 100) and 500 of the other 812 are held out
+        ch8=Chapter8(n_pool_text=872, n_pool_image=2000, n_wrong=60, n_heldout=500, ks=(1, 5, 10, 50),
                      steps=(1, 2, 5, 10), random_draws=10, arnoldi_rank=50, arnoldi_iterations=100,
                      hessian_examples=1000, horizon_steps=(1, 2, 5, 10, 20, 50)),
     )
