@@ -16,7 +16,7 @@ Quick start::
 
 from . import batching, cache, checkpoints, config, correction, curvature, data, diagnostics, divergence, explore, fading, models, objective, perturbation, plotting, resources, scores, solver_study, solvers, stats, training, trunk, utils
 from .cache import CacheMismatchError, cached
-from .config import Config, get_config
+from .config import Config, FullProfileOnCPUWarning, get_config
 from .data import load_dataset
 from .curvature import SpectrumSummary, plot_spectrum, spectrum_summary, with_damping
 from .divergence import (
@@ -117,6 +117,7 @@ __all__ = [
     "correlation_vs_steps",
     # around the core
     "Config",
+    "FullProfileOnCPUWarning",
     "get_config",
     "load_dataset",
     "cached",

@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Config", "Chapter8", "Chapter1", "Chapter2", "Chapter9", "Chapter3", "TopLayerTask", "Chapter7", "get_config", "PROFILES", "config_hash", "Chapter4", "Chapter5", "Chapter6"]
+__all__ = ["Config", "Chapter8", "Chapter1", "Chapter2", "Chapter9", "Chapter3", "TopLayerTask", "Chapter7", "get_config", "PROFILES", "config_hash", "Chapter4", "Chapter5", "Chapter6",
+           "FullProfileOnCPUWarning"]
 
 
 @dataclass(frozen=True)
@@ -434,8 +435,40 @@ def _quick() -> Config:
     return Config(profile="quick")
 
 
+class FullProfileOnCPUWarning(UserWarning):
+    """The full profile was selected on a runtime without a GPU: its chapters take hours."""
+
+
+_warned_cpu = False
+
+
+def _warn_full_on_cpu() -> None:
+    """Warn once per process, with the estimated times, that the full profile runs on the CPU."""
+    global _warned_cpu
+    if _warned_cpu:
+        return
+    _warned_cpu = True
+    import warnings
+
+    from .resources import estimate_time, format_seconds
+
+    def hours(seconds: float) -> str:
+        return f"{seconds / 3600:.0f} h" if seconds >= 7200 else format_seconds(seconds)
+
+    est = [estimate_time(f"ch{i}") for i in range(1, 10)]
+    slow = ", ".join(f"{e.chapter} ~{hours(e.cpu_seconds)}" for e in est if e.cpu_seconds > 600)
+    warnings.warn(
+        "IU_PROFILE=full on a runtime without a GPU: every chapter runs on the CPU, estimated at "
+        f"~{hours(sum(e.cpu_seconds for e in est))} for the book on 2 cores ({slow}) against "
+        f"~{hours(sum(e.gpu_seconds for e in est))} on a T4-class GPU. Choose a GPU runtime, "
+        "or unset IU_PROFILE for the quick profile.",
+        FullProfileOnCPUWarning, stacklevel=4)
+
+
 def _full() -> Config:
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        _warn_full_on_cpu()
     return Config(
         profile="full",
         device=device,

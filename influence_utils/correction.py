@@ -225,7 +225,7 @@ def helpful_scores(
             (mis-predicted) test examples with their true labels.
         solver, horizon, lr, checkpoints, learning_rates: what the chosen method needs.
         seed: seeds ``"random"``.
-        chunk_size: training examples whose gradients are held at once.
+        chunk_size: training examples whose gradients are held at once (at most what the memory budget holds).
 
     Returns:
         ``[n_test, n_train]``.
@@ -524,7 +524,7 @@ def first_order_loss_change(obj: Objective, theta: Tensor, train: Any, test: Any
     Args:
         selection: ``[n_test, ≥ k]`` training indices, most helpful first.
         k, steps, lr: as in :func:`correct`.
-        chunk_size: training examples whose gradients are held at once.
+        chunk_size: training examples whose gradients are held at once (at most what the memory budget holds).
     """
     test_x, test_y = validate_batch(test)
     train_x, train_y = validate_batch(train)
@@ -600,7 +600,8 @@ def score_methods(
     Args:
         methods: names from :data:`METHODS`.
         obj, theta, train, test, solver, horizon, lr, seed: as in :func:`helpful_scores`.
-        chunk_size: training examples whose gradients are held at once.
+        chunk_size: training examples whose gradients are held at once (fewer when the memory
+            budget of θ's device, :func:`~influence_utils.resources.memory_budget`, holds fewer).
 
     Returns:
         method -> ``[n_test, n_train]`` scores.
@@ -626,7 +627,7 @@ def score_methods(
     if "tbif" in projected and (horizon is None or lr is None):
         raise ValueError("method='tbif' needs horizon (steps T) and lr (the step size η)")
     from .batching import iter_chunks
-    from .scores import time_bounded_coefficients
+    from .scores import _budget_chunk, time_bounded_coefficients
 
     n = int(validate_batch(train)[1].shape[0])
     g_test = obj.per_example_grads(theta, test)  # [n_test, p]
@@ -639,7 +640,8 @@ def score_methods(
             left[m] = p_test * coef
     unit_test = g_test / g_test.norm(dim=1, keepdim=True).clamp_min(1e-30)
     cols: dict[str, list[Tensor]] = {m: [] for m in grad_methods}
-    for x, y, _ in iter_chunks(train, chunk_size):
+    # chunks of training examples (the scores do not depend on their size), capped by the memory budget
+    for x, y, _ in iter_chunks(train, _budget_chunk(obj, train, chunk_size)):
         g = obj.per_example_grads(theta, (x, y))  # [chunk, p]
         p_tr = g @ solver.eigenvectors if projected else None
         for m in grad_methods:

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from .batching import iter_chunks, num_examples
 from .objective import Objective
+from .resources import chunk_size_for
 from .utils import progress
 
 __all__ = [
@@ -42,11 +43,31 @@ __all__ = [
     "tracin",
     "gradient_dot",
     "gradient_cosine",
+    "projected_gradients",
+    "GRADIENT_COPIES",
 ]
 
+#: Copies of a chunk's per-example gradients a scoring pass holds at once (the gradients, their
+#: projection or normalised copy, the vmapped backward's temporaries): the bytes per training
+#: example of a chunk are ``GRADIENT_COPIES · p · itemsize``.
+GRADIENT_COPIES = 3
 
-def _train_chunks(train: Any, chunk_size: int | None):
-    for inputs, targets, _ in iter_chunks(train, chunk_size, ordered=True):
+
+def _budget_chunk(obj: Objective, data: Any, chunk_size: int | None) -> int | None:
+    """``chunk_size`` capped by the memory budget of θ's device (:func:`~influence_utils.resources.chunk_size_for`).
+
+    Chunks split the *training examples* only, so the scores are the same for any chunk size; on a
+    machine with room for ``chunk_size`` examples nothing changes. A DataLoader keeps its batches.
+    """
+    if not isinstance(data, (tuple, list)):
+        return chunk_size
+    per_example = GRADIENT_COPIES * obj.p * obj.dtype.itemsize
+    return chunk_size_for(per_example, chunk_size, device=obj.device)
+
+
+def _train_chunks(train: Any, chunk_size: int | None, obj: Objective):
+    """Chunks of ``train`` of at most ``chunk_size`` examples and at most what the memory budget holds."""
+    for inputs, targets, _ in iter_chunks(train, _budget_chunk(obj, train, chunk_size), ordered=True):
         yield inputs, targets
 
 
@@ -65,12 +86,13 @@ def _pair_matrix(
     With ``basis`` (``[p, r]``), ``left`` is ``[k, r]`` and the result is ``left @ (G_train V)ᵀ``.
     """
     total = None
+    chunk_size = _budget_chunk(obj, train, chunk_size)
     if isinstance(train, (tuple, list)) and chunk_size:
         total = -(-num_examples(train) // chunk_size)
         if total <= 1 and show is None:
             show = False  # a single chunk needs no bar
     cols = []
-    for x, y in progress(_train_chunks(train, chunk_size), desc=desc, total=total, show=show):
+    for x, y in progress(_train_chunks(train, chunk_size, obj), desc=desc, total=total, show=show):
         g = obj.per_example_grads(theta, (x, y))
         cols.append(left @ (g if basis is None else g @ basis).T)
     return torch.cat(cols, dim=1)
@@ -109,7 +131,9 @@ def influence(
         test: query data (n_test examples).
         n: the n in 1/n; defaults to the size of ``train``. Pass the full training-set size when
             ``train`` is a subset being scored.
-        chunk_size: training examples whose gradients are held at once.
+        chunk_size: training examples whose gradients are held at once (fewer when the memory
+            budget of θ's device, :func:`~influence_utils.resources.memory_budget`, holds fewer;
+            the scores are the same).
         progress_bar: show a progress bar (default: only in interactive use).
 
     Returns:
@@ -157,7 +181,7 @@ def self_influence(
     n = num_examples(data) if n is None else n
     low_rank = _low_rank(solver)
     out = []
-    for x, y in _train_chunks(data, chunk_size):
+    for x, y in _train_chunks(data, chunk_size, obj):
         g = obj.per_example_grads(theta, (x, y))
         if low_rank is None:
             out.append((solver.solve(g) * g).sum(1))
@@ -250,7 +274,7 @@ def time_bounded_influence(
     p_test = g_test @ V  # [n_test, r]
     coefs = [time_bounded_coefficients(lam, int(T), lr) for T in horizons]
     outs = []
-    for x, y in _train_chunks(train, chunk_size):
+    for x, y in _train_chunks(train, chunk_size, obj):
         g = obj.per_example_grads(theta, (x, y))
         p_tr = g @ V
         # the part of g_testᵀ g_train outside span(V), shared by every horizon
@@ -326,7 +350,31 @@ def gradient_cosine(obj: Objective, theta: Tensor, train: Any, test: Any, *, chu
     g_test = obj.per_example_grads(theta, test)
     g_test = g_test / g_test.norm(dim=1, keepdim=True).clamp_min(1e-30)
     cols = []
-    for x, y in _train_chunks(train, chunk_size):
+    for x, y in _train_chunks(train, chunk_size, obj):
         g = obj.per_example_grads(theta, (x, y))
         cols.append(g_test @ (g / g.norm(dim=1, keepdim=True).clamp_min(1e-30)).T)
     return torch.cat(cols, dim=1)
+
+
+def projected_gradients(obj: Objective, theta: Tensor, data: Any, basis: Tensor, *,
+                        chunk_size: int | None = 1024) -> Tensor:
+    """Per-example gradients projected on a basis, ``G V``, ``[n, r]``, without holding ``G`` (``[n, p]``).
+
+    The gradients are computed ``chunk_size`` examples at a time (fewer when the memory budget of
+    θ's device, :func:`~influence_utils.resources.memory_budget`, holds fewer) and projected at
+    once, so the memory is that of one chunk plus the ``[n, r]`` result. Row i equals
+    ``obj.per_example_grads(theta, data)[i] @ basis`` for any chunk size.
+
+    Args:
+        obj, theta: the objective and the parameters ``[p]``.
+        data: ``(inputs, targets)`` or a DataLoader (n examples, in order).
+        basis: ``[p, r]``, e.g. a solver's ``eigenvectors``.
+        chunk_size: the largest chunk of examples whose gradients are held at once.
+
+    Returns:
+        ``[n, r]``.
+    """
+    if basis.ndim != 2 or basis.shape[0] != obj.p:
+        raise ValueError(f"basis must be [p={obj.p}, r], got {tuple(basis.shape)}; pass e.g. solver.eigenvectors")
+    rows = [obj.per_example_grads(theta, (x, y)) @ basis for x, y in _train_chunks(data, chunk_size, obj)]
+    return torch.cat(rows)

@@ -12,6 +12,9 @@ at the time it was written. A chapter whose record is missing, names another not
 notebook started as a copy of another), or no longer matches its code and outputs (executed
 some other way since) is listed as "not recorded": run ``make notebooks NOTEBOOKS=...``.
 
+The last column gives each chapter's full-profile time: a recorded full run's, or until one is
+recorded the estimate of :func:`influence_utils.resources.estimate_time` on a T4-class GPU.
+
 Usage in a MyST page::
 
     ```{execution-status}
@@ -74,6 +77,16 @@ def _machine(m: dict) -> str:
     return ", ".join(parts)
 
 
+def full_profile_cell(stem: str, rec: dict | None) -> str:
+    """The full-profile column: a recorded full run's time, else the estimate on a T4-class GPU."""
+    if rec is not None and rec.get("profile") == "full":
+        return _duration(float(rec.get("seconds", 0)))
+    from influence_utils.resources import estimate_time
+
+    minutes = estimate_time(f"ch{int(stem[:2])}").gpu_seconds / 60
+    return f"estimate: ~{minutes:.0f} min (T4)" if minutes >= 1 else "estimate: < 1 min (T4)"
+
+
 def chapter_records(book_dir: Path) -> list[tuple[str, str, dict | None]]:
     """(docname relative to the book dir, title, valid execution record or None) per chapter."""
     rows = []
@@ -97,20 +110,20 @@ class ExecutionStatus(SphinxDirective):
             para = nodes.paragraph(text="No chapter notebook has been executed yet.")
             return [para]
         lines = [
-            "| Chapter | Profile | Execution time | Machine | Executed |",
-            "| --- | --- | --- | --- | --- |",
+            "| Chapter | Profile | Execution time | Machine | Executed | Full profile |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         total = {}
         for stem, title, rec in rows:
             link = f"{{doc}}`{title} <{stem}>`"
             if rec is None:
-                lines.append(f"| {link} | not recorded | | | |")
+                lines.append(f"| {link} | not recorded | | | | {full_profile_cell(stem, rec)} |")
                 continue
             m = rec.get("machine", {})
             total[rec.get("profile", "?")] = total.get(rec.get("profile", "?"), 0.0) + float(rec.get("seconds", 0))
             lines.append(
                 f"| {link} | `{rec.get('profile', '?')}` | {_duration(float(rec.get('seconds', 0)))} "
-                f"| {_machine(m)} | {rec.get('date', '?')} |"
+                f"| {_machine(m)} | {rec.get('date', '?')} | {full_profile_cell(stem, rec)} |"
             )
         text = StringList(lines, source="execution-status")
         container = nodes.container(classes=["execution-status"])
