@@ -58,6 +58,7 @@ from .solvers import (
     ArnoldiSolver,
     CGSolver,
     ConvergenceWarning,
+    FewerEigenpairsWarning,
     ExactSolver,
     LissaDivergenceError,
     LissaSolver,
@@ -79,6 +80,7 @@ __all__ = [
     "ArnoldiSolver",
     "LissaDivergenceError",
     "ConvergenceWarning",
+    "FewerEigenpairsWarning",
     # scores
     "influence",
     "self_influence",

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,6 +33,7 @@ __all__ = [
     "ArnoldiSolver",
     "LissaDivergenceError",
     "ConvergenceWarning",
+    "FewerEigenpairsWarning",
 ]
 
 
@@ -62,6 +64,10 @@ class LissaDivergenceError(RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped before reaching its tolerance."""
+
+
+class FewerEigenpairsWarning(UserWarning):
+    """An eigen-solver kept fewer eigenpairs than the ``rank`` it was asked for."""
 
 
 def _nonfinite_source(obj: Objective, theta: Tensor, data: Any, losses: bool = True) -> str | None:
@@ -371,6 +377,17 @@ class CGSolver(_Solver):
         return {"damping": self.damping, "max_iter": self.max_iter, "tol": self.tol}
 
 
+def _repeat_generator(seed: int, rep: int) -> torch.Generator:
+    """The CPU generator of repeat ``rep`` for ``seed``: ``seed`` itself for the first repeat, an
+    independent stream derived from ``(seed, rep)`` by :class:`numpy.random.SeedSequence` for the
+    others, so that no two (seed, repeat) pairs share a stream (``seed + rep`` would give seeds s
+    and s + 1 all but one stream in common)."""
+    if rep == 0:
+        return torch.Generator().manual_seed(seed)
+    words = np.random.SeedSequence(seed % 2**64, spawn_key=(rep,)).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(words[0]) << 32 | int(words[1]))
+
+
 class LissaSolver(_Solver):
     """LiSSA (Agarwal et al. 2017): the truncated Neumann series for ``(H + damping·I)⁻¹ v``.
 
@@ -388,7 +405,8 @@ class LissaSolver(_Solver):
         scale: the divisor s.
         depth: recursion steps (one block HVP each).
         repeats: independent recursions averaged (useful with stochastic batches).
-        seed: seeds the mini-batch sampling.
+        seed: seeds the mini-batch sampling; every repeat draws from its own independent stream
+            (the first from ``seed`` itself), and different seeds share no stream.
         batch_size: examples per stochastic HVP; ``None`` uses the whole data (deterministic).
         gauss_newton: use the Gauss–Newton matrix instead of the Hessian.
     """
@@ -470,7 +488,7 @@ class LissaSolver(_Solver):
         slack = 1.0 if deterministic else 10.0
         floor = 1e3 * torch.finfo(b.dtype).eps  # terms below floor·‖x‖ are rounding noise
         for rep in range(self.repeats):
-            gen = torch.Generator().manual_seed(self.seed + rep)
+            gen = _repeat_generator(self.seed, rep)
             mv = self._batch_mv(gen)
             x = b.clone()
             term_prev = bnorm
@@ -521,6 +539,9 @@ class LissaSolver(_Solver):
         }
 
 
+DEFAULT_BLOCK_SIZE = 4  # ArnoldiSolver's block when none is given (chosen by measurement, see its docstring)
+
+
 class ArnoldiSolver(_EigenSolver):
     """Arnoldi-based influence (ABIF): invert H only on its top eigenspace.
 
@@ -531,25 +552,46 @@ class ArnoldiSolver(_EigenSolver):
     negative curvature, where H⁻¹ is undefined or explosive, are dropped. Then
     ``solve(v) = V diag(1/(λ + damping)) Vᵀ v``; the component of v outside span(V) maps to 0.
 
+    With ``block_size=b > 1`` it is block Arnoldi (block Lanczos with full re-orthogonalisation):
+    it starts from b random vectors and applies H to b basis vectors at a time with one block
+    Hessian-vector product, which costs much less per vector than b single products. The total
+    number of products, and the dimension of the basis, is still ``iterations``.
+
+    When the basis becomes an invariant subspace of H before ``iterations`` products (a Hessian
+    with repeated eigenvalues, such as ``I ⊗ M`` of a multi-output linear model, stops a Krylov
+    space from one start vector after one direction per distinct eigenvalue), the iteration
+    restarts from a fresh random vector orthogonal to the basis (drawn from the same seeded
+    generator), so it never stops early while unexplored directions remain.
+
     Args:
         rank: number of eigenpairs kept.
-        iterations: Arnoldi steps (HVPs); capped at p. More iterations sharpen the top pairs.
+        iterations: Hessian-vector products, i.e. the dimension of the basis; capped at p. More
+            iterations sharpen the top pairs.
         damping: λ ≥ 0 added to the kept eigenvalues in :meth:`solve`.
-        seed: seeds the random start vector.
+        seed: seeds the random start vectors (and the restart vectors).
         positive_only: keep only eigenvalues ``> rtol · max|λ|`` (ABIF); ``False`` keeps the
             top ``rank`` by absolute value, negative ones included.
-        rtol: relative threshold for "positive", and for stopping on an invariant subspace.
+        rtol: relative threshold for "positive", and for detecting an invariant subspace.
         gauss_newton: use the Gauss–Newton matrix instead of the Hessian.
+        block_size: b, the vectors multiplied by H per step (one block Hessian-vector product);
+            between 1 and ``iterations`` (and at most p). ``None`` (default) uses 4, capped at
+            ``iterations`` and p: on a 2-core CPU it reached the accuracy of single-vector Arnoldi
+            with the same number of products several times faster, while b = 8 lost accuracy.
 
     Attributes:
         eigenvalues: ``[r]`` kept eigenvalues of H (undamped), descending.
         eigenvectors: ``[p, r]`` orthonormal columns.
         ritz_values: all ``[m]`` eigenvalues of the projected matrix, descending.
         projected: the ``[m, m]`` symmetrised projected matrix ``QᵀHQ``; its leading ``[j, j]``
-            block is what ``j`` Arnoldi steps from the same start give (see
+            block is what the first ``j`` products from the same start give (see
             :meth:`ritz_values_after`).
-        iterations_done: m, the Arnoldi steps taken (fewer than ``iterations`` when an invariant
-            subspace is found early).
+        iterations_done: m, the Hessian-vector products taken (the basis dimension): fewer than
+            ``iterations`` only when all p directions are exhausted.
+        restarts: how many times the basis became invariant and was extended by a fresh random
+            vector.
+
+    Warns:
+        FewerEigenpairsWarning: when fewer than ``rank`` eigenpairs are kept.
     """
 
     def __init__(
@@ -561,44 +603,45 @@ class ArnoldiSolver(_EigenSolver):
         positive_only: bool = True,
         rtol: float = 1e-8,
         gauss_newton: bool = False,
+        block_size: int | None = None,
     ) -> None:
         super().__init__(damping)
         if rank < 1 or iterations < 1:
             raise ValueError("rank and iterations must be >= 1")
         if iterations < rank:
             raise ValueError(f"iterations ({iterations}) must be >= rank ({rank}): Arnoldi finds at most one eigenpair per iteration")
+        if block_size is not None and (isinstance(block_size, bool) or int(block_size) != block_size or block_size < 1):
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}; pass block_size=1 "
+                             "for single-vector Arnoldi, a small block such as 4, or None for the default")
+        if block_size is not None and block_size > iterations:
+            raise ValueError(f"block_size ({block_size}) is larger than iterations ({iterations}), the total "
+                             "number of Hessian-vector products; pass a smaller block_size or more iterations")
         self.rank, self.iterations, self.seed = int(rank), int(iterations), int(seed)
         self.positive_only, self.rtol, self.gauss_newton = positive_only, rtol, gauss_newton
+        self.block_size = None if block_size is None else int(block_size)
 
     def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ArnoldiSolver":
         _refuse_empty("ArnoldiSolver", obj, data)
+        p, b = obj.p, self.block_size
+        if b is None:
+            b = min(DEFAULT_BLOCK_SIZE, self.iterations, p)
+        if b > p:
+            raise ValueError(f"block_size ({b}) is larger than the number of parameters p = {p}; pass "
+                             f"block_size <= {p}")
         mv = self._matvec(obj, theta, data, self.gauss_newton)
-        p = obj.p
         m = min(self.iterations, p)
-        gen = torch.Generator().manual_seed(self.seed)
-        q = torch.randn(p, generator=gen, dtype=theta.dtype).to(theta.device)
-        Q = torch.zeros(m + 1, p, dtype=theta.dtype, device=theta.device)
-        Hm = torch.zeros(m + 1, m, dtype=theta.dtype, device=theta.device)
-        Q[0] = q / q.norm()
-        done = m
-        scale = 0.0
-        for j in range(m):
-            w = mv(Q[j])
-            h = Q[: j + 1] @ w
-            w = w - h @ Q[: j + 1]
-            h2 = Q[: j + 1] @ w  # re-orthogonalise: keeps Q orthonormal in floating point
-            w = w - h2 @ Q[: j + 1]
-            Hm[: j + 1, j] = h + h2
-            beta = w.norm()
-            Hm[j + 1, j] = beta
-            scale = max(scale, float(h.abs().max()), float(beta))
-            if beta <= self.rtol * scale:  # invariant subspace: the Ritz pairs are exact
-                done = j + 1
-                break
-            Q[j + 1] = w / beta
-        A = Hm[:done, :done]
+        basis = _KrylovBasis(m, p, theta, self.seed, self.rtol)
+        basis.extend(basis.fresh(min(b, m)), column=None)
+        done = 0  # basis vectors already multiplied by H (columns of the projected matrix filled)
+        while done < m and done < basis.k:
+            c = min(b, m - done, basis.k - done)
+            W = mv(basis.Q[done : done + c])  # one block product: [c, p]
+            basis.extend(W, column=done)
+            done += c
+        A = basis.H[:done, :done]
         A = 0.5 * (A + A.T)
         self.projected = A
+        self.restarts = basis.restarts
         evals, U = torch.linalg.eigh(A)
         self.ritz_values = evals.flip(0)
         if self.positive_only:
@@ -617,17 +660,36 @@ class ArnoldiSolver(_EigenSolver):
         order = order[: self.rank]
         order = order[torch.argsort(evals[order], descending=True)]
         self.eigenvalues = evals[order]
-        self.eigenvectors = Q[:done].T @ U[:, order]
+        self.eigenvectors = basis.Q[:done].T @ U[:, order]
         self.iterations_done = done
         self._p = p
         self._remember_fit(obj, theta)
+        if order.numel() < self.rank:
+            self._warn_fewer(order.numel(), done, p, int((evals > self.rtol * evals.abs().max()).sum()))
         return self
 
-    def ritz_values_after(self, iterations: int) -> Tensor:
-        """The Ritz values (eigenvalue estimates) after the first ``iterations`` Arnoldi steps.
+    def _warn_fewer(self, kept: int, done: int, p: int, positive: int) -> None:
+        if self.rank > p:
+            why, fix = (f"the model has only p = {p} parameters", f"pass rank <= {p}")
+        else:
+            why = (f"only {positive} of the {done} Ritz values are positive (positive_only=True drops zero "
+                   "and negative curvature)")
+            fix = ("pass more iterations to explore more of the spectrum, a smaller rank, or "
+                   "positive_only=False to keep negative eigenvalues too")
+        warnings.warn(
+            f"ArnoldiSolver kept {kept} of rank={self.rank} eigenpairs: {why}; {fix}",
+            FewerEigenpairsWarning,
+            stacklevel=3,
+        )
 
-        Arnoldi's projected matrix after j steps is the leading ``[j, j]`` block of the one after
-        m > j steps (same start vector), so one fit gives the whole convergence history for free.
+    def ritz_values_after(self, iterations: int) -> Tensor:
+        """The Ritz values (eigenvalue estimates) after the first ``iterations`` Hessian-vector products.
+
+        Arnoldi's projected matrix after j products is the leading ``[j, j]`` block of the one after
+        m > j products (same start), so one fit gives the whole convergence history for free. With
+        ``block_size=b > 1`` the first j basis vectors span the block Krylov space of j/b steps when
+        b divides j; otherwise they are that of ⌊j/b⌋ steps plus part of the next block, and the
+        values are the Rayleigh–Ritz estimates on that j-dimensional subspace.
 
         Returns:
             ``[iterations]`` Ritz values, descending (all of them, negative ones included).
@@ -648,4 +710,83 @@ class ArnoldiSolver(_EigenSolver):
             "damping": self.damping,
             "positive_only": self.positive_only,
             "seed": self.seed,
+            "block_size": self.block_size,
         }
+
+
+class _KrylovBasis:
+    """An orthonormal basis ``Q [m, p]`` grown by (block) Arnoldi with full re-orthogonalisation,
+    and the projected matrix ``H [m, m]`` (``H[:, j] = Qᵀ (A q_j)`` for the operator A).
+
+    A new vector whose component outside the basis is negligible (``<= rtol · scale``, scale the
+    largest projected entry so far: the basis is invariant for it) is replaced by a fresh random
+    vector orthogonal to the basis, drawn from the seeded generator, and counted in ``restarts``.
+    """
+
+    def __init__(self, m: int, p: int, like: Tensor, seed: int, rtol: float) -> None:
+        self.m, self.p, self.rtol = m, p, rtol
+        self.dtype, self.device = like.dtype, like.device
+        self.gen = torch.Generator().manual_seed(seed)
+        self.Q = torch.zeros(m, p, dtype=like.dtype, device=like.device)
+        self.H = torch.zeros(m, m, dtype=like.dtype, device=like.device)
+        self.k = 0  # vectors in the basis
+        self.scale = 0.0
+        self.restarts = 0
+
+    def fresh(self, c: int) -> Tensor:
+        """``[c, p]`` random vectors from the seeded CPU generator, on the basis' device."""
+        return torch.randn(c, self.p, generator=self.gen, dtype=self.dtype).to(self.device)
+
+    def _orthogonalise(self, w: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """``w`` ([c, p]) minus its projection on ``Q[:k]``, twice (classical Gram–Schmidt with one
+        re-orthogonalisation), and the coefficients ``[c, k]`` removed."""
+        Qk = self.Q[:k]
+        h = w @ Qk.T
+        w = w - h @ Qk
+        h2 = w @ Qk.T
+        return w - h2 @ Qk, h + h2
+
+    def extend(self, W: Tensor, column: int | None) -> None:
+        """Orthogonalise the block ``W`` ([c, p], ``A`` applied to basis vectors ``column ..
+        column + c``, or start vectors when ``column`` is None) against the basis, record its
+        coefficients in ``H`` and append the new directions while the basis has fewer than m."""
+        k0 = self.k
+        if k0:
+            W, h = self._orthogonalise(W, k0)
+            if column is not None:
+                self.H[:k0, column : column + W.shape[0]] = h.T
+                self.scale = max(self.scale, float(h.abs().max()))
+        for i in range(W.shape[0]):
+            w = W[i]
+            if self.k > k0:  # against the directions this block already added
+                w, h = self._orthogonalise(w.unsqueeze(0), self.k)
+                w = w[0]
+                if column is not None:
+                    self.H[k0 : self.k, column + i] = h[0, k0:]
+            if self.k >= self.m:  # the basis is full: only the coefficients were needed
+                continue
+            beta = float(w.norm())
+            if column is not None:
+                self.scale = max(self.scale, beta)
+            if beta <= self.rtol * self.scale or beta == 0.0:
+                w, beta = self._restart()
+                if w is None:
+                    break
+            elif column is not None:
+                self.H[self.k, column + i] = beta
+            self.Q[self.k] = w / beta
+            self.k += 1
+
+    def _restart(self) -> tuple[Tensor | None, float]:
+        """A fresh unit direction orthogonal to the basis (None when the basis spans everything)."""
+        if self.k >= self.p:
+            return None, 0.0
+        for _ in range(3):
+            r = self.fresh(1)
+            size = float(r.norm())
+            r, _ = self._orthogonalise(r, self.k)
+            beta = float(r.norm())
+            if beta > 1e-6 * size:
+                self.restarts += 1
+                return r[0], beta
+        return None, 0.0

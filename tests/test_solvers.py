@@ -135,3 +135,31 @@ def test_solver_input_validation(logreg):
     sing = iu.Objective(model, iu.per_example_cross_entropy)
     with pytest.raises(ValueError, match="singular.*increase damping"):
         iu.ExactSolver().fit(sing, sing.theta(), (Xd, y)).solve(torch.ones(sing.p, dtype=torch.float64))
+
+
+def test_lissa_repeats_draw_independent_streams(logreg):
+    """Repeat r of seed s used to draw from seed s + r, so seeds 0 and 1 shared all but one
+    stream; now no (seed, repeat) pair shares its mini-batches with another."""
+    obj, theta, train, _ = logreg
+    X = train[0]
+
+    class Recording(iu.Objective):
+        def hvp(self, theta, data, v, **kw):
+            rows = (data[0][:, None, :] == X[None]).all(-1).float().argmax(1)  # batch -> example indices
+            batches.append(tuple(rows.tolist()))
+            return iu.Objective.hvp(self, theta, data, v, **kw)
+
+    rec = Recording.__new__(Recording)
+    rec.__dict__.update(obj.__dict__)
+    depth, repeats = 2, 3
+    streams = {}
+    for seed in (0, 1):
+        batches = []
+        s = iu.LissaSolver(damping=1e-2, scale=10.0, depth=depth, repeats=repeats, batch_size=10, seed=seed)
+        s.fit(rec, theta, train).solve(torch.ones(obj.p, dtype=torch.float64))
+        assert len(batches) == depth * repeats
+        streams[seed] = [tuple(batches[r * depth:(r + 1) * depth]) for r in range(repeats)]
+    assert len(set(streams[0]) | set(streams[1])) == 2 * repeats
+    # the first repeat keeps the seed's own stream (results with repeats=1 are unchanged)
+    first = torch.randint(train[1].shape[0], (10,), generator=torch.Generator().manual_seed(1))
+    assert streams[1][0][0] == tuple(first.tolist())
