@@ -252,7 +252,9 @@ def lissa_error_grid(
             solver = LissaSolver(damping=damping, scale=scale, depth=depths[-1]).fit(obj, theta, data)
             step = None
             try:
-                solver.solve(rhs, record=depths)
+                with warnings.catch_warnings():  # the table reports every depth's error itself
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    solver.solve(rhs, record=depths)
             except LissaDivergenceError as err:
                 step = err.step
             for d in depths:

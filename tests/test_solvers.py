@@ -1,5 +1,6 @@
 """Every solver against torch.linalg.solve; Arnoldi eigenpairs against eigh; failure modes."""
 
+import re
 import warnings
 
 import pytest
@@ -163,3 +164,40 @@ def test_lissa_repeats_draw_independent_streams(logreg):
     # the first repeat keeps the seed's own stream (results with repeats=1 are unchanged)
     first = torch.randint(train[1].shape[0], (10,), generator=torch.Generator().manual_seed(1))
     assert streams[1][0][0] == tuple(first.tolist())
+
+
+def _lissa_error(solver, H, damping, v):
+    exact = torch.linalg.solve(H + damping * torch.eye(H.shape[0], dtype=H.dtype), v.T).T
+    return float(((solver.solve(v) - exact).norm(dim=1) / exact.norm(dim=1)).max())
+
+
+def test_lissa_warns_when_stopped_before_converging_and_its_advice_converges(logreg, rhs):
+    obj, theta, train, _ = logreg
+    H = obj.hessian(theta, train)
+    lam_max, damping = float(torch.linalg.eigvalsh(H).max()), 1e-3
+    depth, errors = 20, []
+    for _ in range(5):  # follow the warning's advice until it stops warning
+        solver = iu.LissaSolver(damping=damping, scale=30 * lam_max, depth=depth).fit(obj, theta, train)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", iu.ConvergenceWarning)
+            errors.append(_lissa_error(solver, H, damping, rhs))
+        if not caught:
+            break
+        message = str(caught[0].message)
+        estimated = int(re.search(r"an estimated (\d+)%", message).group(1)) / 100
+        assert errors[-1] > solver.tol / 2 and abs(estimated - errors[-1]) < 0.25 * errors[-1] + 0.01
+        depth = int(re.search(r"A depth of at least ([\d,]+)", message).group(1).replace(",", ""))
+    assert errors[0] > 0.5 and len(errors) > 1  # the first run was far off and warned
+    assert not caught and errors[-1] < 2 * solver.tol  # the advice converged, without a warning
+
+
+def test_lissa_does_not_warn_when_converged_or_stochastic(logreg, rhs):
+    obj, theta, train, _ = logreg
+    lam_max = float(torch.linalg.eigvalsh(obj.hessian(theta, train)).max())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", iu.ConvergenceWarning)
+        iu.LissaSolver(damping=1e-3, scale=1.1 * lam_max, depth=500).fit(obj, theta, train).solve(rhs)
+        # stochastic HVPs: the series' terms are noise, so no estimate is made
+        iu.LissaSolver(damping=1e-3, scale=30 * lam_max, depth=5, batch_size=10).fit(obj, theta, train).solve(rhs)
+    with pytest.raises(ValueError, match="tol is a relative error"):
+        iu.LissaSolver(tol=0)
