@@ -49,6 +49,7 @@ help:
 	@echo "make book    create .venv, re-run every notebook in place (IU_PROFILE=$(IU_PROFILE)), build the HTML book"
 	@echo "make test    package tests, notebook tests (nbval), strict book build, browser check of every page"
 	@echo "make venv    create or update the virtual environment .venv"
+	@echo "make dry-run every chapter in the full profile with stand-ins (CPU, offline, into $(DRY_RUN_DIR)); not part of make test"
 	@echo "make screenshot  docs/screenshot.png, the README's picture of a chapter (after a build)"
 	@echo "make clean   remove _build and caches (make distclean also removes .venv)"
 
@@ -153,6 +154,18 @@ screenshot: venv
 	$(PY) tools/book_browser.py screenshot _build/html $(SCREENSHOT_PAGE) docs/screenshot.png \
 	    --selector '$(SCREENSHOT_SELECTOR)' --width 1100 --height 760
 	$(PY) tools/shrink_png.py docs/screenshot.png
+
+# ---------------------------------------------------------------------------- dry run of the full profile
+
+# Every chapter top to bottom with IU_PROFILE=full and IU_STANDIN=1 (influence_utils/standin.py:
+# random data with the official split sizes, a small random BERT, ResNet-18 untrained, compute
+# cut), on the CPU with the hub offline, into $(DRY_RUN_DIR): the committed notebooks are never
+# written. A failed assert is recorded; any other exception fails the target (tools/dry_run.py).
+DRY_RUN_DIR     ?= /tmp/iu-dry-run
+DRY_RUN_TIMEOUT ?= 900
+.PHONY: dry-run
+dry-run: venv
+	$(PY) tools/dry_run.py --out $(DRY_RUN_DIR) --timeout $(DRY_RUN_TIMEOUT)
 
 # ---------------------------------------------------------------------------- cleaning
 

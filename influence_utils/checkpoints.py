@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from . import standin
 from .cache import cached
 from .config import TopLayerTask
 from .data import Dataset, load_dataset
@@ -136,6 +137,9 @@ def build_model(task: TopLayerTask, n_classes: int, seed: int | None = None) -> 
         n_classes: number of classes of the data.
         seed: seed of the fresh weights (head, or the whole ResNet); default ``task.seed``.
 
+    With ``IU_STANDIN=1`` (:mod:`influence_utils.standin`), ``"bert-base"`` is a randomly
+    initialised BERT of the same class at reduced depth and width, built with no download.
+
     Raises:
         ValueError: for an unknown model name.
         RuntimeError: ``"bert-base"`` without network (it belongs to ``IU_PROFILE=full``).
@@ -143,6 +147,8 @@ def build_model(task: TopLayerTask, n_classes: int, seed: int | None = None) -> 
     from . import models
 
     seed = task.seed if seed is None else seed
+    if task.model == "bert-base" and standin.enabled():  # IU_STANDIN=1: a small random BERT, no download
+        return standin.bert_classifier(num_labels=n_classes, seed=seed)
     if task.model in ("minilm", "bert-base"):
         from transformers.utils import logging as hf_logging
 
@@ -206,9 +212,14 @@ def _in_channels(task: TopLayerTask) -> int:
 
 
 def tokenizer_for(task: TopLayerTask):
-    """The tokenizer of a text task's model (MiniLM's offline one, or bert-base-uncased's)."""
+    """The tokenizer of a text task's model (MiniLM's offline one, or bert-base-uncased's).
+
+    With ``IU_STANDIN=1``, ``"bert-base"`` gets the stand-in tokenizer (:func:`influence_utils.standin.tokenizer`).
+    """
     from . import models
 
+    if task.model == "bert-base" and standin.enabled():  # IU_STANDIN=1: no download
+        return standin.tokenizer()
     if task.model == "bert-base":
         return models.load_bert_base_tokenizer()
     return models.load_minilm_tokenizer()

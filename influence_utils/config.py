@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from . import standin
+
 __all__ = ["Config", "Chapter8", "Chapter1", "Chapter2", "Chapter9", "Chapter3", "TopLayerTask", "Chapter7", "get_config", "PROFILES", "config_hash", "Chapter4", "Chapter5", "Chapter6",
            "FullProfileOnCPUWarning"]
 
@@ -467,7 +469,7 @@ def _warn_full_on_cpu() -> None:
 
 def _full() -> Config:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
+    if device == "cpu" and not standin.enabled():  # a stand-in dry run is meant for the CPU
         _warn_full_on_cpu()
     return Config(
         profile="full",
@@ -518,7 +520,8 @@ def get_config(profile: str | None = None) -> Config:
     name = name.strip().lower()
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r} (from IU_PROFILE); choose one of {sorted(PROFILES)}")
-    return PROFILES[name]()
+    cfg = PROFILES[name]()
+    return standin.standin_config(cfg) if standin.enabled() else cfg  # IU_STANDIN=1: the dry run
 
 
 def _canonical(obj: Any) -> Any:

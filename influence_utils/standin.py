@@ -1,0 +1,220 @@
+"""Stand-ins for the full profile's downloads: a dry run of ``IU_PROFILE=full`` on a CPU, offline.
+
+With the environment variable ``IU_STANDIN=1`` (and ``IU_PROFILE=full``), the full profile keeps
+its code path, its data split sizes and its model shapes, but nothing is downloaded and little is
+computed:
+
+* the downloadable data sets are replaced by deterministic random data with the official split
+  sizes and shapes (:data:`OFFICIAL_SPLITS`): ``sst2`` by sentences of random words from a small
+  generated vocabulary (so a tokenizer runs on them), ``cifar10`` by random ``uint8`` images
+  ``[3, 32, 32]`` with exactly 5,000 / 1,000 examples a class;
+* ``bert-base-uncased`` by the same architecture class at reduced depth and width
+  (:data:`BERT_SIZES`: 2 layers, hidden 64, 2 heads, bert-base's vocabulary size) with random
+  weights, and its tokenizer by a ``transformers.BertTokenizerFast`` built from the generated
+  vocabulary; ResNet-18 keeps its architecture (it is never downloaded);
+* :func:`standin_config` cuts steps, epochs, iterations, ranks, repeats, bootstrap counts and
+  panel sizes of the full config (never the data sizes the size checks read, nor model shapes).
+
+``make dry-run`` (``tools/dry_run.py``) executes every chapter this way. With ``IU_STANDIN``
+unset, nothing here is used: :func:`enabled` is false and every hook falls through to the real
+full profile. The numbers a stand-in run prints mean nothing: the data are noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["enabled", "OFFICIAL_SPLITS", "BERT_SIZES", "standin_config", "sst2_splits",
+           "cifar10_splits", "bert_classifier", "tokenizer", "VOCAB_SIZE_WORDS"]
+
+#: Official split sizes (train, test) and input shape of the downloadable data sets; the test part
+#: is SST-2's labelled validation split (its test split has no labels) and CIFAR-10's test split.
+OFFICIAL_SPLITS = {
+    "sst2": {"train": 67_349, "test": 872, "shape": None, "classes": ("negative", "positive"),
+             "positive": (37_569, 444)},
+    "cifar10": {"train": 50_000, "test": 10_000, "shape": (3, 32, 32),
+                "classes": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                            "ship", "truck")},
+}
+
+#: The stand-in for bert-base-uncased: BertConfig fields (bert-base: 12 layers, hidden 768, 12 heads).
+BERT_SIZES = dict(vocab_size=30_522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=256, max_position_embeddings=512)
+
+#: Words in the stand-in vocabulary (the sentences draw from them).
+VOCAB_SIZE_WORDS = 2000
+
+_SEED = 20240611
+
+
+def enabled() -> bool:
+    """True when ``$IU_STANDIN`` is set to something other than ``""``, ``"0"``, ``"false"``, ``"no"``."""
+    return os.environ.get("IU_STANDIN", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+# ---------------------------------------------------------------------------------- config
+
+
+def _cap(value, cap):
+    return min(value, cap)
+
+
+def _short(values: tuple, n: int) -> tuple:
+    return tuple(values[:n])
+
+
+def standin_config(cfg):
+    """The stand-in version of a full-profile :class:`~influence_utils.config.Config`.
+
+    Compute is cut (each cap is a ``min``, so applying it twice changes nothing); data sizes
+    (``n_train``, ``n_test``, pool and held-out sizes; only the ResNet task's ``n_train`` / ``n_test``
+    are cut to 1,000 / 200, from 10,000 / 1,000, because its trunk runs on a CPU) and model shapes (widths, depths of the
+    models, ``max_length``, batch sizes) are kept, so the size and shape bugs of the full profile
+    show. A config of another profile is returned unchanged.
+    """
+    if cfg.profile != "full":
+        return cfg
+    r = dataclasses.replace
+    c7 = cfg.ch7
+    return r(
+        cfg,
+        ch1=r(cfg.ch1, n_removed=_cap(cfg.ch1.n_removed, 5), n_pairs_plot=_cap(cfg.ch1.n_pairs_plot, 500)),
+        ch2=r(cfg.ch2, steps=_cap(cfg.ch2.steps, 200), warm_steps=_cap(cfg.ch2.warm_steps, 20),
+              n_removed=_cap(cfg.ch2.n_removed, 7), n_queries=_cap(cfg.ch2.n_queries, 50),
+              newton_iters=_cap(cfg.ch2.newton_iters, 20), n_orders=_cap(cfg.ch2.n_orders, 2)),
+        ch3=r(cfg.ch3, steps=_cap(cfg.ch3.steps, 100), n_rhs=_cap(cfg.ch3.n_rhs, 4),
+              lissa_depths=tuple(d for d in cfg.ch3.lissa_depths if d <= 100),
+              resnet_steps=_cap(cfg.ch3.resnet_steps, 10), resnet_hvp_examples=_cap(cfg.ch3.resnet_hvp_examples, 32),
+              resnet_n_test=_cap(cfg.ch3.resnet_n_test, 4), resnet_rank=_cap(cfg.ch3.resnet_rank, 8),
+              resnet_arnoldi_iterations=_cap(cfg.ch3.resnet_arnoldi_iterations, 16),
+              resnet_cg_iter=_cap(cfg.ch3.resnet_cg_iter, 10), resnet_lissa_depth=_cap(cfg.ch3.resnet_lissa_depth, 20),
+              n_seeds=_cap(cfg.ch3.n_seeds, 2)),
+        ch4=r(cfg.ch4, steps=_cap(cfg.ch4.steps, 100), n_removed=_cap(cfg.ch4.n_removed, 8),
+              n_seeds=_cap(cfg.ch4.n_seeds, 2), horizons=_short(cfg.ch4.horizons, 3)),
+        ch5=r(cfg.ch5, pretrain_steps=_cap(cfg.ch5.pretrain_steps, 50), steps=_cap(cfg.ch5.steps, 100),
+              n_perturbed=_cap(cfg.ch5.n_perturbed, 4)),
+        ch6=r(cfg.ch6, steps=_cap(cfg.ch6.steps, 100), horizons=tuple(min(h, 30) for h in cfg.ch6.horizons),
+              n_groups=_cap(cfg.ch6.n_groups, 2), n_examples=_cap(cfg.ch6.n_examples, 2)),
+        ch7=r(c7,
+              bert=r(c7.bert, steps=_cap(c7.bert.steps, 5)),
+              # ResNet-18 on a CPU: pretraining skipped, its trunk run over 1,000 + 200 images (not
+              # 10,000 + 1,000); per-example gradients of 1,000 images still need 19 GB, as 10,000 need 189
+              resnet=r(c7.resnet, pretrain_epochs=0, steps=_cap(c7.resnet.steps, 3),
+                       n_train=_cap(c7.resnet.n_train, 1000), n_test=_cap(c7.resnet.n_test, 200)),
+              mlp_pretrain_steps=_cap(c7.mlp_pretrain_steps, 30), n_z=_cap(c7.n_z, 4),
+              n_queries=_cap(c7.n_queries, 16), horizon_epochs=_cap(c7.horizon_epochs, 0.5),
+              record_points=_cap(c7.record_points, 4), arnoldi_rank=_cap(c7.arnoldi_rank, 6),
+              arnoldi_iterations=_cap(c7.arnoldi_iterations, 12), hessian_examples=_cap(c7.hessian_examples, 64),
+              control_seeds=_cap(c7.control_seeds, 2), n_boot=_cap(c7.n_boot, 100),
+              sweep_n_z=_cap(c7.sweep_n_z, 2), sweep_epochs=_cap(c7.sweep_epochs, 0.1)),
+        ch8=r(cfg.ch8, n_wrong=_cap(cfg.ch8.n_wrong, 4), n_heldout=_cap(cfg.ch8.n_heldout, 32),
+              ks=_short(cfg.ch8.ks, 2), steps=_short(cfg.ch8.steps, 2), random_draws=_cap(cfg.ch8.random_draws, 2),
+              removal_epochs=_cap(cfg.ch8.removal_epochs, 0.05), arnoldi_rank=_cap(cfg.ch8.arnoldi_rank, 6),
+              arnoldi_iterations=_cap(cfg.ch8.arnoldi_iterations, 12),
+              hessian_examples=_cap(cfg.ch8.hessian_examples, 64), timing_repeats=_cap(cfg.ch8.timing_repeats, 2),
+              horizon_steps=_short(cfg.ch8.horizon_steps, 3), horizon_k=_cap(cfg.ch8.horizon_k, 5),
+              n_explore=_cap(cfg.ch8.n_explore, 2)),
+        ch9=r(cfg.ch9, mlp_steps=_cap(cfg.ch9.mlp_steps, 50), divergence_steps=_cap(cfg.ch9.divergence_steps, 10),
+              n_boot=_cap(cfg.ch9.n_boot, 100), timing_repeats=_cap(cfg.ch9.timing_repeats, 2)),
+    )
+
+
+# ---------------------------------------------------------------------------------- data
+
+
+@functools.lru_cache(maxsize=None)
+def _words() -> tuple[str, ...]:
+    """``VOCAB_SIZE_WORDS`` distinct lower-case pseudo-words of 2 to 4 syllables (deterministic)."""
+    consonants, vowels = "bcdfghklmnprstvz", "aeiou"
+    gen = torch.Generator().manual_seed(_SEED)
+    words: dict[str, None] = {}
+    while len(words) < VOCAB_SIZE_WORDS:
+        n = int(torch.randint(2, 5, (1,), generator=gen))
+        c = torch.randint(len(consonants), (n,), generator=gen).tolist()
+        v = torch.randint(len(vowels), (n,), generator=gen).tolist()
+        words["".join(consonants[a] + vowels[b] for a, b in zip(c, v))] = None
+    return tuple(words)
+
+
+def _sentences(n: int, gen: torch.Generator) -> tuple[str, ...]:
+    """``n`` sentences of 2 to 40 random words (at most 42 tokens with [CLS] and [SEP])."""
+    words = _words()
+    lengths = torch.randint(2, 41, (n,), generator=gen).tolist()
+    ids = torch.randint(len(words), (sum(lengths),), generator=gen).tolist()
+    out, start = [], 0
+    for length in lengths:
+        out.append(" ".join(words[i] for i in ids[start : start + length]))
+        start += length
+    return tuple(out)
+
+
+def _labels(n: int, counts: list[int], gen: torch.Generator) -> torch.Tensor:
+    """A random order of labels with exactly ``counts[c]`` examples of class ``c``."""
+    y = torch.cat([torch.full((k,), c, dtype=torch.int64) for c, k in enumerate(counts)])
+    return y[torch.randperm(n, generator=gen)]
+
+
+@functools.lru_cache(maxsize=None)
+def sst2_splits() -> tuple[tuple[str, ...], torch.Tensor, tuple[str, ...], torch.Tensor]:
+    """Stand-in SST-2: ``(train texts, train labels, test texts, test labels)``, official sizes.
+
+    67,349 training and 872 test sentences of random words, with SST-2's class balance
+    (37,569 and 444 positive). Deterministic; no network.
+    """
+    spec = OFFICIAL_SPLITS["sst2"]
+    gen = torch.Generator().manual_seed(_SEED + 1)
+    parts = []
+    for part, pos in zip(("train", "test"), spec["positive"]):
+        n = spec[part]
+        parts += [_sentences(n, gen), _labels(n, [n - pos, pos], gen)]
+    return tuple(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def cifar10_splits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stand-in CIFAR-10: ``(train images, labels, test images, labels)``, official sizes.
+
+    ``uint8`` images ``[50000, 3, 32, 32]`` and ``[10000, 3, 32, 32]`` of uniform noise, labels
+    balanced exactly (5,000 and 1,000 a class). Deterministic; no network.
+    """
+    spec = OFFICIAL_SPLITS["cifar10"]
+    gen = torch.Generator().manual_seed(_SEED + 2)
+    parts = []
+    for part in ("train", "test"):
+        n = spec[part]
+        parts.append(torch.randint(0, 256, (n, *spec["shape"]), generator=gen, dtype=torch.uint8))
+        parts.append(_labels(n, [n // 10] * 10, gen))
+    return tuple(parts)
+
+
+# ---------------------------------------------------------------------------------- model and tokenizer
+
+
+def bert_classifier(num_labels: int = 2, seed: int | None = None):
+    """Stand-in for ``load_bert_base_classifier``: a random ``BertClassifier`` of :data:`BERT_SIZES`."""
+    from transformers import BertConfig
+
+    from .models import bert_classifier_from_config
+
+    return bert_classifier_from_config(BertConfig(**BERT_SIZES), num_labels=num_labels, seed=seed)
+
+
+@functools.lru_cache(maxsize=None)
+def _vocab_file() -> str:
+    folder = Path(tempfile.mkdtemp(prefix="iu-standin-vocab-"))
+    path = folder / "vocab.txt"
+    path.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_words()]) + "\n")
+    return str(path)
+
+
+def tokenizer():
+    """Stand-in for ``load_bert_base_tokenizer``: an uncased WordPiece ``BertTokenizerFast`` over the stand-in words."""
+    from transformers import BertTokenizerFast
+
+    return BertTokenizerFast(_vocab_file(), do_lower_case=True)  # positional: transformers 4.x and 5.x
