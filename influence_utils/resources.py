@@ -33,7 +33,7 @@ import torch
 __all__ = ["Measurement", "measure", "peak_memory_mb", "format_mb", "format_seconds", "memory_budget",
            "chunk_size_for", "BUDGET_ENV", "DEVICE_FRACTION", "HOST_FRACTION", "MemoryEstimate",
            "estimate_peak_memory", "HOST_BASELINE", "TimeEstimate", "estimate_time", "QUICK_SECONDS",
-           "CPU_FLOPS", "T4_FLOPS", "T4_SPEEDUP"]
+           "CPU_FLOPS", "T4_FLOPS", "T4_SPEEDUP", "runs_on_device"]
 
 
 def format_mb(mb: float) -> str:
@@ -492,7 +492,8 @@ def estimate_time(chapter: Any, cfg: Any = None) -> TimeEstimate:
     """A chapter's full-profile time: its measured quick-profile time plus the FLOPs the full profile adds.
 
     ``QUICK_SECONDS + FLOPs(cfg) / rate``, with rate :data:`CPU_FLOPS` on the reference CPU and
-    :data:`T4_FLOPS` on a T4-class GPU. The quick run's measured time stands for the per-call
+    :data:`T4_FLOPS` on a T4-class GPU for the work that runs on the device
+    (:func:`runs_on_device`; the rest of a GPU runtime's work is counted at the CPU rate). The quick run's measured time stands for the per-call
     overhead (Python, kernel launches, plots), which a larger profile does not shrink; the FLOPs
     are counted from the config by the model of :func:`estimate_peak_memory` (training steps,
     HVPs, per-example gradients, exact Hessians, vectorised runs, checkpoints for chapters 7 and
@@ -508,5 +509,19 @@ def estimate_time(chapter: Any, cfg: Any = None) -> TimeEstimate:
     cfg = get_config("full") if cfg is None else cfg
     work = _terms(cfg, ch)[1]
     flops = sum(work.values())
-    return TimeEstimate(ch, QUICK_SECONDS[ch] + flops / CPU_FLOPS, QUICK_SECONDS[ch] + flops / T4_FLOPS,
+    on_gpu = sum(f for term, f in work.items() if runs_on_device(ch, term))
+    return TimeEstimate(ch, QUICK_SECONDS[ch] + flops / CPU_FLOPS,
+                        QUICK_SECONDS[ch] + on_gpu / T4_FLOPS + (flops - on_gpu) / CPU_FLOPS,
                         flops, max(work, key=work.get))
+
+
+def runs_on_device(chapter: Any, term: str = "") -> bool:
+    """Whether a chapter's work (or one term of :func:`estimate_time`'s model) runs on ``cfg.device``.
+
+    Chapters 7 and 8 (BERT and ResNet-18 checkpoints) and chapter 3's ResNet put their models and
+    tensors on ``cfg.device``, the GPU when there is one; the other chapters' models are small
+    float64 networks with exact Hessians (p of at most about 13,000), which run on the CPU in both
+    profiles, so on a GPU runtime their time is the CPU's.
+    """
+    ch = _chapter(chapter)
+    return ch in ("ch7", "ch8") or (ch == "ch3" and term.startswith("ResNet"))
