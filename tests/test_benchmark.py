@@ -1,0 +1,96 @@
+"""benchmarks/run.py: a smoke run of influence_utils' own estimators (no peers, no second
+environment) with repeats, checking the timing schema, the interleaving of the rounds and the
+agreement with the exact references that the small model affords."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REPEATS = 3
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--no-peers", "--models", "small",
+         "--repeats", str(REPEATS), "--n-boot", "100", "--out", str(out)],
+        capture_output=True, text=True, timeout=900, cwd=str(ROOT),
+        env={"IU_PROGRESS": "0", "CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_every_method_timed_every_round(smoke):
+    res, _ = smoke
+    assert res["repeats"] == REPEATS and len(res["models"]) == 1
+    m = res["models"][0]
+    assert m["order"][0] == "floor" and set(m["order"][1:]) == set(m["methods"])
+    assert len(m["floor_s_all"]) == REPEATS and m["floor_s_min"] <= m["floor_s"] <= m["floor_s_max"]
+    for name, e in m["methods"].items():
+        assert "error" not in e, (name, e)
+        assert e["repeats"] == REPEATS and len(e["total_s_all"]) == REPEATS, name
+        assert e["total_s_min"] <= e["total_s"] <= e["total_s_max"], name
+        assert e["total_s"] == pytest.approx(sorted(e["total_s_all"])[REPEATS // 2], abs=1e-3), name
+        for a, b, t in zip(e["fit_s_all"], e["scores_s_all"], e["total_s_all"]):
+            assert a + b == pytest.approx(t, abs=2e-3), name
+        assert len(e["ratio_to_floor_all"]) == REPEATS, name
+        assert e["scores_repeat_max_rel_diff"] < 1e-6, name  # seeded: every round gives the same scores
+    assert len(m["rounds"]) == REPEATS
+    for r in m["rounds"]:
+        assert len(r["load_average_1_5_15_before"]) == 3 and len(r["load_average_1_5_15_after"]) == 3
+    assert len(res["machine"]["load_average_1_5_15_at_end"]) == 3
+
+
+def test_rounds_are_interleaved(smoke):
+    """Round r runs every method once, in the recorded order, before round r + 1 starts."""
+    res, stdout = smoke
+    order = res["models"][0]["order"][1:]
+    seen, rounds = [], []
+    for line in stdout.splitlines():
+        if re.match(r"\s*round \d+/\d+", line):
+            rounds.append([])
+        elif rounds and (hit := re.match(r"\s{4}(\w+)\s+fit", line)):
+            rounds[-1].append(hit.group(1))
+    assert rounds == [order] * REPEATS
+
+
+def test_agreement_with_exact_references(smoke):
+    m = smoke[0]["models"][0]
+    assert m["reference"] == "ours_exact"
+    meth = m["methods"]
+    # exact influence is the positive-part influence up to the few negative eigenvalues
+    assert meth["ours_exact"]["vs_positive_damped"]["pearson"] > 0.99
+    # Arnoldi at rank k approximates the ideal top-k influence (at smoke sizes: 30 HVPs for rank 10)
+    assert meth["ours_arnoldi"]["vs_ideal_topk"]["pearson"] > 0.95
+    assert meth["ours_arnoldi"]["vs_ideal_topk"]["pearson"] > meth["ours_arnoldi"]["vs_reference"]["pearson"]
+    for key in ("ours_cg", "ours_lissa"):
+        assert meth[key]["vs_reference"]["pearson"] > 0.99, key
+    low, high = meth["ours_arnoldi"]["vs_reference"]["pearson_ci"]
+    assert low <= meth["ours_arnoldi"]["vs_reference"]["pearson"] <= high
+    # compatibility with chapter 9's reader
+    for key in ("total_s", "ratio_to_floor", "library", "queries"):
+        assert all(key in e for e in meth.values()), key
+    assert "arnoldi_scores_over_floor" in m and "ours_arnoldi|ours_exact" in m["agreement"]
+
+
+def test_peers_if_installed(tmp_path):
+    """With the peers importable here (the .venv-bench environment), every peer method runs."""
+    for peer in ("captum", "pydvl", "kronfluence"):
+        pytest.importorskip(peer)
+    out = tmp_path / "peers.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--models", "small",
+                    "--repeats", "3", "--n-boot", "0", "--out", str(out)], check=True, timeout=1800, cwd=str(ROOT))
+    meth = json.loads(out.read_text())["models"][0]["methods"]
+    for name in ("kronfluence_ekfac", "captum_arnoldi", "captum_naive", "captum_tracincp", "pydvl_arnoldi", "pydvl_cg"):
+        assert "error" not in meth[name] and len(meth[name]["total_s_all"]) == 3, name
+    assert meth["kronfluence_ekfac"]["covered_fraction"] == 1.0  # an MLP: every layer is Linear
+    assert meth["kronfluence_ekfac"]["vs_gauss_newton"]["pearson"] > 0.95
+    assert meth["captum_naive"]["vs_reference"]["pearson"] > 0.99
+    assert meth["pydvl_arnoldi"]["vs_ideal_topk"]["pearson"] > 0.99
