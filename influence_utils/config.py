@@ -469,8 +469,6 @@ def _warn_full_on_cpu() -> None:
 
 def _full() -> Config:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" and not standin.enabled():  # a stand-in dry run is meant for the CPU
-        _warn_full_on_cpu()
     return Config(
         profile="full",
         device=device,
@@ -521,6 +519,8 @@ def get_config(profile: str | None = None) -> Config:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r} (from IU_PROFILE); choose one of {sorted(PROFILES)}")
     cfg = PROFILES[name]()
+    if profile is None and name == "full" and cfg.device == "cpu" and not standin.enabled():
+        _warn_full_on_cpu()  # IU_PROFILE=full will run here; a stand-in dry run is meant for the CPU
     return standin.standin_config(cfg) if standin.enabled() else cfg  # IU_STANDIN=1: the dry run
 
 

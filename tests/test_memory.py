@@ -187,15 +187,18 @@ def test_full_profile_on_a_cpu_only_runtime_warns_once_with_the_estimate(monkeyp
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(config, "_warned_cpu", False)
+    monkeypatch.setenv("IU_PROFILE", "full")
     with pytest.warns(config.FullProfileOnCPUWarning, match=r"on a T4-class GPU\. Choose a GPU runtime"):
-        assert iu.get_config("full").device == "cpu"
+        assert iu.get_config().device == "cpu"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        iu.get_config("full")  # once per process
+        iu.get_config()  # once per process
         monkeypatch.setattr(config, "_warned_cpu", False)
+        iu.get_config("full")  # reading the full configuration (e.g. its sizes) from a quick run: no warning
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        assert iu.get_config("full").device == "cuda"  # a GPU runtime: no warning
-        iu.get_config("quick")
+        assert iu.get_config().device == "cuda"  # a GPU runtime: no warning
+        monkeypatch.setenv("IU_PROFILE", "quick")
+        iu.get_config()
 
 
 def test_the_readmes_full_profile_promise_matches_the_estimates():
