@@ -250,8 +250,9 @@ def chunk_size_for(bytes_per_example: float, limit: int | None = None, *, device
 
 
 # --------------------------------------------------------------------------- estimates from a config
-#: Host memory of the Python process before any chapter tensor: interpreter, PyTorch, transformers,
-#: pandas and matplotlib imported (about 1 GB measured on the CPU) plus a CUDA context's host side.
+#: Host memory of the Python process before any chapter tensor (the interpreter with PyTorch,
+#: transformers, pandas and matplotlib imported, about 1 GB measured on the CPU, plus a CUDA
+#: context's host side).
 HOST_BASELINE = 2 * 2**30
 #: Input features, classes and image side of the data sets the chapters use.
 _DATA = {"digits": (64, 10, 8), "mnist5k": (784, 10, 28), "cifar10": (3072, 10, 32),
@@ -453,11 +454,11 @@ def _combine(ch: str, mem: dict) -> MemoryEstimate:
 #: metadata; ``tests/test_memory.py`` checks this table against them).
 QUICK_SECONDS = {"ch1": 16.9, "ch2": 44.9, "ch3": 35.9, "ch4": 17.9, "ch5": 45.7, "ch6": 21.5, "ch7": 218.9,
                  "ch8": 297.0, "ch9": 17.8}
-#: Sustained FLOP/s of the reference CPU on this work: a 2048 × 2048 float32 matmul measured 37
+#: Sustained FLOP/s of the reference CPU on this work. A 2048 × 2048 float32 matmul measured 37
 #: GFLOP/s on its 2 cores (``torch.randn(2048, 2048) @ torch.randn(2048, 2048)``, shared machine),
 #: halved for the smaller kernels of the chapters.
 CPU_FLOPS = 20e9
-#: Sustained FLOP/s assumed for a T4-class GPU: a quarter of the T4's float32 peak of 8.1 TFLOP/s
+#: Sustained FLOP/s assumed for a T4-class GPU, a quarter of the T4's float32 peak of 8.1 TFLOP/s
 #: (NVIDIA's T4 datasheet). An assumption, not a measurement, until a full run is recorded.
 T4_FLOPS = 2e12
 #: The T4's assumed advantage over the reference CPU on FLOP-bound work (:data:`T4_FLOPS` /

@@ -43,7 +43,7 @@ OFFICIAL_SPLITS = {
                             "ship", "truck")},
 }
 
-#: The stand-in for bert-base-uncased: BertConfig fields (bert-base: 12 layers, hidden 768, 12 heads).
+#: BertConfig fields of the stand-in for bert-base-uncased (bert-base has 12 layers, hidden 768, 12 heads).
 BERT_SIZES = dict(vocab_size=30_522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                   intermediate_size=256, max_position_embeddings=512)
 
