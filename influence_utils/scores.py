@@ -307,14 +307,14 @@ def tracin(
     earlier changes propagate through curvature. Positive: train_j helps test_i.
 
     Args:
-        checkpoints: parameters θ_k, each ``[p]`` (e.g. ``trajectory.thetas``).
+        checkpoints: parameters θ_k, each ``[p]`` (e.g. ``trajectory.thetas``), or a ``[K, p]`` tensor.
         learning_rates: η_k, the step size times the number of steps that checkpoint k stands for
             (e.g. ``trajectory.learning_rates``).
 
     Returns:
         ``[n_test, n_train]``.
     """
-    if len(checkpoints) != len(learning_rates) or not checkpoints:
+    if len(checkpoints) != len(learning_rates) or len(checkpoints) == 0:  # a list or a [K, p] tensor
         raise ValueError(
             f"need one learning rate per checkpoint, got {len(checkpoints)} checkpoints and "
             f"{len(learning_rates)} learning rates"

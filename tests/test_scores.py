@@ -137,6 +137,10 @@ def test_tracin_sums_checkpoints_and_gradient_similarities(mlp):
     assert torch.equal(torch.sign(cos), torch.sign(dot))
     with pytest.raises(ValueError, match="one learning rate per checkpoint"):
         iu.tracin(obj, traj.checkpoints, [0.1], train, test)
+    stacked = torch.stack(traj.checkpoints)  # [K, p] works like a list of K checkpoints
+    torch.testing.assert_close(iu.tracin(obj, stacked, traj.learning_rates, train, test), total)
+    with pytest.raises(ValueError, match="one learning rate per checkpoint"):
+        iu.tracin(obj, stacked[:0], [], train, test)
 
 
 def test_low_rank_fast_path_equals_the_solve_path(mlp):
