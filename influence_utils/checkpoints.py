@@ -270,7 +270,7 @@ def pretrain(model: nn.Module, data: tuple, *, epochs: int, lr: float, batch_siz
     history = []
     t = 0
     for _ in progress(range(epochs), desc="pretraining", total=epochs, show=progress_bar):
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(n, generator=gen)  # host: seeded CPU order; batches move to the device
         total_loss = 0.0
         for s in range(0, n, batch_size):
             idx = order[s : s + batch_size]
@@ -284,7 +284,7 @@ def pretrain(model: nn.Module, data: tuple, *, epochs: int, lr: float, batch_siz
             total_loss += float(loss.detach()) * idx.numel()
         history.append(total_loss / n)
     model.eval()
-    return torch.tensor(history)
+    return torch.tensor(history)  # host: the loss history, plain numbers
 
 
 #: Bumped whenever the code that produces a cache entry changes what it stores; part of every key,
@@ -361,7 +361,7 @@ def checkpoint(
     opts = dict(root=root, refresh=refresh)
     stem = task.model
 
-    pretrain_losses = torch.zeros(0)
+    pretrain_losses = torch.zeros(0)  # host: an empty loss history
     if task.pretrain_epochs > 0:
         def run_pretraining() -> dict:
             model.to(device)

@@ -155,13 +155,14 @@ def sample_mispredicted(obj: Objective, theta: Tensor, data: Any, n: int, *, n_h
             f"only {len(wrong)} of {n_all} examples are mis-predicted, fewer than n={n}; use a larger pool"
         )
     gen = torch.Generator().manual_seed(int(seed))
-    picked = wrong[torch.randperm(len(wrong), generator=gen)[:n]].sort().values
-    rest = torch.ones(n_all, dtype=torch.bool)
+    # host: indices (`mispredicted` returns them on the CPU) drawn from a seeded CPU generator
+    picked = wrong[torch.randperm(len(wrong), generator=gen)[:n]].sort().values  # host: as above
+    rest = torch.ones(n_all, dtype=torch.bool)  # host: as above
     rest[picked] = False
     others = rest.nonzero().flatten()
     if len(others) < n_heldout:
         raise ValueError(f"only {len(others)} examples remain for a held-out set of {n_heldout}")
-    held = others[torch.randperm(len(others), generator=gen)[:n_heldout]].sort().values
+    held = others[torch.randperm(len(others), generator=gen)[:n_heldout]].sort().values  # host: indices
     return picked, held
 
 
@@ -183,7 +184,7 @@ def random_scores(train_targets: Tensor, test_targets: Tensor, *, seed: int = 0)
     """
     tr, te = _labels(train_targets), _labels(test_targets)
     gen = torch.Generator().manual_seed(int(seed))
-    u = torch.rand(te.shape[0], tr.shape[0], generator=gen, dtype=torch.float64)
+    u = torch.rand(te.shape[0], tr.shape[0], generator=gen, dtype=torch.float64)  # host: seeded; selection runs on the CPU
     same = te.cpu()[:, None] == tr.cpu()[None, :]
     return torch.where(same, u, torch.full_like(u, -math.inf))
 

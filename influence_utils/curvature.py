@@ -143,7 +143,7 @@ def plot_spectrum(
         fig, ax = new_figure()
     else:
         fig = ax.figure
-    rank = (torch.arange(ev.numel(), dtype=torch.float64) + 0.5) / ev.numel()
+    rank = (torch.arange(ev.numel(), dtype=torch.float64) + 0.5) / ev.numel()  # host: plotted
     ax.plot(rank.numpy(), ev.numpy(), color=color or COLORS["if"], lw=1.4, label=label)
     thresh = linthresh if linthresh is not None else 1e-6 * float(ev.abs().max())
     ax.set_yscale("symlog", linthresh=thresh)

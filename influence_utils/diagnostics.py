@@ -383,7 +383,7 @@ def _check_divergence(obj, theta, data, z: int, eps: float, steps: int, lr: floa
     base, pert = paired_runs(obj, theta, data, zb, eps, steps=steps, lr=lr, batch_size=batch_size,
                              seed=seed, record_every=1)
     dist = torch.stack([(a - b).norm() for a, b in zip(pert.thetas, base.thetas)]).to(torch.float64)
-    t = torch.tensor(base.steps, dtype=torch.float64)
+    t = torch.tensor(base.steps, dtype=torch.float64, device=dist.device)
     # A constant perturbation ε∇ℓ(z) pushes the runs apart linearly at first (gap ≈ η t |ε| ‖∇ℓ‖);
     # the exponential rate is the log-linear growth of gap/t, fitted after the first quarter.
     fit = fit_growth_rate(t[1:], dist[1:] / t[1:], window=(max(1, steps // 4), steps))
@@ -563,7 +563,7 @@ def diagnose(
     probe_idx = norms.argsort(descending=True)[: max(1, n_probes)].tolist()
     if tensor_data:
         inputs, targets = validate_batch(data)
-        probe_batch = (index_batch(inputs, torch.tensor(probe_idx)), targets[probe_idx])
+        probe_batch = (index_batch(inputs, torch.tensor(probe_idx, device=targets.device)), targets[probe_idx])
     else:
         probe_batch = next(iter(iter_chunks(data, n_probes)))[:2]
     probes = obj.per_example_grads(theta, probe_batch)
@@ -594,7 +594,7 @@ def diagnose(
             if not tensor_data:
                 check = _skipped(name, "horizon T* (steps)", "paired runs need tensor data (inputs, targets)")
             else:
-                spec = None if evals is None else torch.cat([evals, torch.tensor([lam_min], dtype=evals.dtype)])
+                spec = None if evals is None else torch.cat([evals, evals.new_tensor([lam_min])])
                 check = _check_divergence(obj, theta, data, probe_idx[0], eps, steps, lr, batch_size, seed, spec)
             extra = 0.0
         else:

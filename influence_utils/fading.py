@@ -242,7 +242,7 @@ def _subsample(data: tuple, size: int | None, gen: torch.Generator) -> tuple:
     n = num_examples(data)
     if size is None or size >= n:
         return data
-    idx = torch.randperm(n, generator=gen)[:size].sort().values.to(data[1].device)
+    idx = torch.randperm(n, generator=gen)[:size].sort().values.to(data[1].device)  # host: seeded, then moved
     return index_batch(data[0], idx), data[1][idx]
 
 
@@ -317,8 +317,8 @@ def fading_study(
     wanted = [e for e in ESTIMATORS if e in estimators or e == "time-bounded IF"]
     record = log_steps(horizon, record_points)
     gen = torch.Generator().manual_seed(seed)
-    z_index = torch.randperm(n, generator=gen)[:n_z].sort().values
-    query_index = torch.randperm(n_test, generator=gen)[:n_queries].sort().values
+    z_index = torch.randperm(n, generator=gen)[:n_z].sort().values  # host: seeded indices, moved below
+    query_index = torch.randperm(n_test, generator=gen)[:n_queries].sort().values  # host: as above
     z = (index_batch(train[0], z_index.to(train[1].device)), train[1][z_index.to(train[1].device)])
     queries = (index_batch(test[0], query_index.to(test[1].device)), test[1][query_index.to(test[1].device)])
     hessian_data = _subsample(train, hessian_examples, gen)

@@ -88,7 +88,7 @@ class MatrixOperator:
                 raise ValueError("matrix must be symmetric (a Hessian): symmetrise it with 0.5 * (H + H.T)")
         self.matrix = matrix
         self.diagonal = matrix.ndim == 1
-        self.data = (torch.zeros(1, 1, dtype=matrix.dtype), torch.zeros(1, dtype=matrix.dtype))
+        self.data = (matrix.new_zeros(1, 1), matrix.new_zeros(1))
 
     @property
     def p(self) -> int:

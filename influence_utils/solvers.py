@@ -462,7 +462,7 @@ class LissaSolver(_Solver):
         inputs, targets = self._data
 
         def mv(v: Tensor) -> Tensor:
-            idx = torch.randint(self._n, (self.batch_size,), generator=generator)
+            idx = torch.randint(self._n, (self.batch_size,), generator=generator)  # host: seeded indices
             batch = (index_batch(inputs, idx), targets[idx])
             self.hvp_count += v.shape[0]
             return self._obj.hvp(self._theta, batch, v, gauss_newton=self.gauss_newton)
@@ -779,7 +779,7 @@ class _KrylovBasis:
 
     def fresh(self, c: int) -> Tensor:
         """``[c, p]`` random vectors from the seeded CPU generator, on the basis' device."""
-        return torch.randn(c, self.p, generator=self.gen, dtype=self.dtype).to(self.device)
+        return torch.randn(c, self.p, generator=self.gen, dtype=self.dtype).to(self.device)  # host: then moved
 
     def _orthogonalise(self, w: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """``w`` ([c, p]) minus its projection on ``Q[:k]``, twice (classical Gram–Schmidt with one

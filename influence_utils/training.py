@@ -98,15 +98,16 @@ def batch_order(n: int, steps: int, batch_size: int | None = None, seed: int = 0
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     gen = torch.Generator().manual_seed(seed)
     need = steps * batch_size
-    perms = [torch.randperm(n, generator=gen) for _ in range(-(-need // n))]
+    perms = [torch.randperm(n, generator=gen) for _ in range(-(-need // n))]  # host: the same order on every device
     return torch.cat(perms)[:need].view(steps, batch_size)
 
 
-def removal_weights(n: int, removals: Sequence[int | Sequence[int]], dtype=torch.float64) -> Tensor:
-    """Weights ``[m, n]``: row k is all ones except zeros at ``removals[k]`` (an index or a group)."""
-    w = torch.ones(len(removals), n, dtype=dtype)
+def removal_weights(n: int, removals: Sequence[int | Sequence[int]], dtype=torch.float64,
+                    device: torch.device | str | None = None) -> Tensor:
+    """Weights ``[m, n]`` on ``device``: row k is all ones except zeros at ``removals[k]`` (an index or group)."""
+    w = torch.ones(len(removals), n, dtype=dtype, device=device)
     for k, r in enumerate(removals):
-        idx = torch.as_tensor([r] if isinstance(r, int) else list(r), dtype=torch.long)
+        idx = torch.as_tensor([r] if isinstance(r, int) else list(r), dtype=torch.long, device=device)
         if idx.numel() and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"removal {r} is out of range for {n} training examples")
         w[k, idx] = 0.0
@@ -257,7 +258,7 @@ def train(
         losses.append(value.detach())
     thetas.append(theta)
     at.append(steps)
-    return Trajectory(thetas, at, float(lr), torch.stack(losses) if losses else torch.zeros(0), order)
+    return Trajectory(thetas, at, float(lr), torch.stack(losses) if losses else theta.new_zeros(0), order)
 
 
 def paired_runs(
@@ -401,7 +402,7 @@ def retrain_without(
     """
     inputs, targets = _tensor_data(data)
     n = targets.shape[0]
-    W = removal_weights(n, removals, dtype=theta0.dtype).to(theta0.device)
+    W = removal_weights(n, removals, dtype=theta0.dtype, device=theta0.device)
     theta0 = theta0.detach()
     prox = _Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
     if newton_hessian not in ("each", "start"):

@@ -15,7 +15,9 @@ Two checks:
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
+import pkgutil
 
 import pytest
 import torch
@@ -29,8 +31,13 @@ from influence_utils import perturbation as pt
 FACTORIES = {"tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "linspace", "logspace", "eye",
              "rand", "randn", "randint", "randperm"}
 
+#: Modules exempt from the source check: the data loaders and their stand-ins build host tensors
+#: from files by design (a chapter moves them to ``cfg.device``).
+HOST_MODULES = {"data", "standin"}
+
 #: modules whose every tensor factory must name its device (or say why it stays on the host).
-CHECKED_MODULES = (dv, pt)
+CHECKED_MODULES = tuple(importlib.import_module(f"influence_utils.{m.name}")
+                        for m in pkgutil.iter_modules(iu.__path__) if m.name not in HOST_MODULES)
 
 
 def _factory_calls_without_device(source: str, name: str) -> list[str]:
@@ -105,6 +112,15 @@ def _device_results(device: str) -> dict:
                          ("arnoldi", iu.ArnoldiSolver(rank=5, iterations=20, damping=0.01))):
         solver.fit(obj, theta, train)
         out[f"influence_{name}"] = iu.influence(obj, theta, solver, train, test)
+    out["retrain_gd"] = iu.retrain_without(obj, theta, train, [0, [1, 2]], steps=5, lr=0.2, batch_size=8)
+    lin = iu.Objective(torch.nn.Linear(4, 2).double().to(device), iu.per_example_cross_entropy, weight_decay=1e-2)
+    out["retrain_newton"] = iu.retrain_without(lin, lin.theta(), train, [0, [1, 2]], method="newton",
+                                               newton_iterations=30)
+    out["time_bounded"] = iu.time_bounded_influence(obj, theta, iu.ExactSolver(damping=0.01).fit(obj, theta, train),
+                                                    train, test, [1, 5], 0.2)
+    out["tracin"] = iu.tracin(obj, runs.base[:3], [0.2, 0.2, 0.2], train, test)
+    checks = iu.diagnose(obj, theta, train, steps=8, n_probes=2).checks
+    out["diagnose"] = torch.tensor([c.value for c in checks], dtype=torch.float64)
     W = pt.upweight_weights(48, [0, 1], torch.tensor([0.0, -1 / 48, 0.1], dtype=torch.float64, device=device))
     out["weighted_gd"] = pt.weighted_runs(obj, theta, train, W, steps=5, lr=0.2)
     sweep = pt.epsilon_sweep(obj, theta, train, test, 0, [-1 / 48, 1 / 48], out["influence_exact"][:, 0], steps=5, lr=0.2)
@@ -133,7 +149,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU he
 def test_device_sensitive_functions_run_on_cuda_and_match_the_cpu():
     on_gpu, on_cpu = _device_results("cuda"), _device_results("cpu")
     assert on_gpu.keys() == on_cpu.keys()
-    created_here = {"curvature_rate", "similar", "correct_loss_change"}  # built by this test from returned numbers
+    created_here = {"curvature_rate", "similar", "correct_loss_change", "diagnose"}  # built by this test from returned numbers
     for key, value in on_gpu.items():
         if isinstance(value, torch.Tensor) and key not in created_here:
             assert value.device.type == "cuda", f"{key} came back on {value.device}, not on the inputs' device"
