@@ -30,10 +30,15 @@ IU_PROFILE ?= quick
 #  - figures through the inline backend (MPLBACKEND=Agg would drop them from notebooks),
 #  - no progress bars in stored outputs, a fixed hash seed,
 #  - explorers (influence_utils.explore) draw their static figure instead of widgets,
-#  - quick runs hide GPUs: the committed quick outputs are CPU results.
+#  - quick runs hide GPUs: the committed quick outputs are CPU results,
+#  - the same floating-point code paths on every x86-64 CPU: two threads, and PyTorch's, MKL's and
+#    oneDNN's kernels held to AVX2 (on a CPU with AVX-512 they would otherwise take other code
+#    paths, whose last-bit differences grow into different checkpoints and a different stored number).
+CPU_ENV = OMP_NUM_THREADS=2 MKL_NUM_THREADS=2 ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 \
+          MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 NB_ENV = IU_PROGRESS=0 TQDM_DISABLE=1 PYTHONHASHSEED=0 IU_STATIC=1 \
          MPLBACKEND=module://matplotlib_inline.backend_inline \
-         PYDEVD_DISABLE_FILE_VALIDATION=1 JUPYTER_PREFER_ENV_PATH=1
+         PYDEVD_DISABLE_FILE_VALIDATION=1 JUPYTER_PREFER_ENV_PATH=1 $(CPU_ENV)
 QUICK_ENV = IU_PROFILE=quick CUDA_VISIBLE_DEVICES=
 BOOK_ENV  = IU_PROFILE=$(IU_PROFILE) $(if $(filter quick,$(IU_PROFILE)),CUDA_VISIBLE_DEVICES=,) \
             IU_CACHE_DIR=$(CURDIR)/.iu_cache/book-$(IU_PROFILE)

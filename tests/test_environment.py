@@ -92,3 +92,25 @@ def test_notebook_is_stored_executed(path: Path):
         f"{path.name} is not stored with the outputs of one top-to-bottom run "
         f"(execution counts {counts}); run `make book` to re-execute it, then commit it."
     )
+
+
+def _make_variable(name: str) -> str:
+    """The value of ``name := ...`` / ``name = ...`` in the Makefile, continuation lines joined."""
+    text = (ROOT / "Makefile").read_text().replace("\\\n", " ")
+    match = re.search(rf"^{name}\s*:?=(.*)$", text, flags=re.M)
+    assert match, f"no {name} in the Makefile"
+    return " ".join(match.group(1).split())
+
+
+def test_notebooks_run_on_the_same_cpu_code_paths_everywhere():
+    """`make book` and `make test` hold threads and kernels fixed, and torch obeys the setting."""
+    import subprocess
+
+    cpu_env = dict(item.split("=", 1) for item in _make_variable("CPU_ENV").split())
+    assert cpu_env["OMP_NUM_THREADS"] == "2" and cpu_env["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert cpu_env["MKL_CBWR"] == "AVX2" and cpu_env["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert "$(CPU_ENV)" in _make_variable("NB_ENV")  # used by make notebooks and make test-notebooks
+    probe = "import torch; print(torch.get_num_threads(), torch.backends.cpu.get_cpu_capability())"
+    env = {"PATH": "/usr/bin:/bin", **cpu_env}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2", "AVX2"]
