@@ -10,8 +10,12 @@ ResNet-18 untrained, compute cut), no GPU (``CUDA_VISIBLE_DEVICES=``), the Huggi
 offline, a fresh artifact cache and data folder under ``--out``. The committed notebooks are never
 written: the executed copies go to ``--out``. Cells run one by one:
 
-* a cell that fails with ``AssertionError`` is a phenomenon that need not hold on random
-  stand-in data: it is recorded and the run goes on;
+* an ``assert`` statement in a cell is a phenomenon that need not hold on random stand-in data:
+  before the first cell, an IPython AST transformer (:data:`RECORD_ASSERTS`) rewrites every
+  ``assert`` of the notebook's own code into a call that records a false condition (on stderr,
+  read back here) and lets the cell go on, so the lines after it still run and define what later
+  cells use. An ``AssertionError`` raised some other way (``torch.testing.assert_close``) is
+  recorded too, but ends its cell;
 * any other exception (or a cell running past ``--timeout`` seconds) stops the chapter: the
   full profile's code path is broken there.
 
@@ -53,6 +57,43 @@ ENV = {
 }
 
 
+#: Marks a recorded failed assert on the kernel's stderr.
+ASSERT_MARK = "IU-DRY-RUN failed assert: "
+
+#: Run in each kernel before the first cell: every ``assert cond`` of the notebook's cells becomes
+#: ``_iu_dry_assert(cond, "cond")``, which prints :data:`ASSERT_MARK` and the condition to stderr
+#: when it is false instead of raising. The library's own asserts are untouched.
+RECORD_ASSERTS = f"""
+import ast as _iu_ast, sys as _iu_sys
+
+def _iu_dry_assert(ok, text):
+    if not ok:
+        print({ASSERT_MARK!r} + text, file=_iu_sys.stderr, flush=True)
+
+class _IuRecordAsserts(_iu_ast.NodeTransformer):
+    def visit_Assert(self, node):
+        call = _iu_ast.Call(_iu_ast.Name("_iu_dry_assert", _iu_ast.Load()),
+                            [node.test, _iu_ast.Constant(_iu_ast.unparse(node.test))], [])
+        return _iu_ast.copy_location(_iu_ast.Expr(call), node)
+
+    def visit_Module(self, node):
+        self.generic_visit(node)
+        return _iu_ast.fix_missing_locations(node)
+
+get_ipython().ast_transformers.append(_IuRecordAsserts())
+"""
+
+
+def _recorded_asserts(cell) -> list[str]:
+    """The conditions :data:`RECORD_ASSERTS` reported false in ``cell``'s stderr."""
+    lines = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            lines += [line[len(ASSERT_MARK):] for line in output.get("text", "").splitlines()
+                      if line.startswith(ASSERT_MARK)]
+    return lines
+
+
 def _first_line(text: str, width: int = 160) -> str:
     line = next((s for s in str(text).splitlines() if s.strip()), "")
     return line if len(line) <= width else line[: width - 1] + "…"
@@ -73,6 +114,7 @@ def run_notebook(path: Path, out: Path, timeout: float, verbose: bool = False) -
     timings = []
     try:
         with client.setup_kernel():
+            client.execute_cell(nbformat.v4.new_code_cell(RECORD_ASSERTS), -1)
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
@@ -88,6 +130,8 @@ def run_notebook(path: Path, out: Path, timeout: float, verbose: bool = False) -
                     record["cells"] += 1
                     if verbose:
                         print(f"    cell {index}: {timings[-1][0]:.1f} s", flush=True)
+                record["asserts"] += [{"cell": index, "message": "", "line": f"assert {_first_line(text)}"}
+                                      for text in _recorded_asserts(cell)]
                 error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
                 if error is None:
                     continue
