@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -170,21 +171,50 @@ BUDGET_ENV = "IU_MEMORY_BUDGET_GB"
 #: is left for what the estimate does not count (the caching allocator's fragmentation, cuBLAS
 #: workspaces, the vmapped backward's temporaries).
 DEVICE_FRACTION = 0.5
-#: Fraction of the host's available memory (``MemAvailable`` of ``/proc/meminfo``) a chunked
-#: pass may use on the CPU.
+#: Fraction of the host memory available to this process (see :func:`_available_host_bytes`) a
+#: chunked pass may use on the CPU.
 HOST_FRACTION = 0.5
 _HOST_FALLBACK = 4 * 2**30  # bytes, where the available memory cannot be read
 
 
-def _available_host_bytes() -> int | None:
+def _read_kb(path: str, key: str) -> int | None:
+    """The ``key:  N kB`` line of a ``/proc`` file, in bytes (``None`` if unreadable)."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024  # kB
-    except OSError:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) reads as None
+
+
+def _available_host_bytes() -> int | None:
+    """Bytes this process can still allocate: the least of what the host, its cgroup and its limits allow.
+
+    The host's ``MemAvailable`` (``/proc/meminfo``); a cgroup v2 memory limit (a container:
+    ``memory.max − memory.current``); the process's ``RLIMIT_DATA`` and ``RLIMIT_AS`` less what it
+    already holds (``VmData``, ``VmSize`` of ``/proc/self/status``). ``None`` where none can be read.
+    """
+    room = [_read_kb("/proc/meminfo", "MemAvailable")]
+    limit, used = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if limit is not None and used is not None:
+        room.append(limit - used)
+    for which, key in ((resource.RLIMIT_DATA, "VmData"), (resource.RLIMIT_AS, "VmSize")):
+        soft = resource.getrlimit(which)[0]
+        held = _read_kb("/proc/self/status", key)
+        if soft != resource.RLIM_INFINITY and held is not None:
+            room.append(soft - held)
+    known = [r for r in room if r is not None]
+    return max(0, min(known)) if known else None
 
 
 def memory_budget(device: Any = None) -> int:

@@ -34,6 +34,24 @@ def test_host_budget_is_a_fraction_of_the_available_memory(monkeypatch):
     assert rs.memory_budget() == int(rs._HOST_FALLBACK * rs.HOST_FRACTION)
 
 
+def test_host_budget_respects_the_process_memory_limit():
+    """Under RLIMIT_DATA (a capped kernel, a batch job) the room is the limit less what is held."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource\n"
+        "from influence_utils import resources as rs\n"
+        "held = rs._read_kb('/proc/self/status', 'VmData')\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (held + 2**30, resource.getrlimit(resource.RLIMIT_DATA)[1]))\n"
+        "print(rs._available_host_bytes(), rs.memory_budget('cpu'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    room, budget = map(int, out.stdout.split())
+    assert 0.9 * 2**30 < room <= 2**30  # not the host's MemAvailable (many GB here)
+    assert budget == int(room * rs.HOST_FRACTION)
+
+
 def test_device_budget_is_a_fraction_of_the_free_gpu_memory(monkeypatch):
     monkeypatch.delenv(rs.BUDGET_ENV, raising=False)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * 2**30, 16 * 2**30))
