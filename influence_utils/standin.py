@@ -97,7 +97,8 @@ def standin_config(cfg):
               n_seeds=_cap(cfg.ch3.n_seeds, 2)),
         ch4=r(cfg.ch4, steps=_cap(cfg.ch4.steps, 100), n_removed=_cap(cfg.ch4.n_removed, 8),
               n_seeds=_cap(cfg.ch4.n_seeds, 2), horizons=_short(cfg.ch4.horizons, 3)),
-        ch5=r(cfg.ch5, pretrain_steps=_cap(cfg.ch5.pretrain_steps, 50), steps=_cap(cfg.ch5.steps, 100),
+        # chapter 5 fits its growth models from step 100 on: 300 steps leave a window to fit
+        ch5=r(cfg.ch5, pretrain_steps=_cap(cfg.ch5.pretrain_steps, 50), steps=_cap(cfg.ch5.steps, 300),
               n_perturbed=_cap(cfg.ch5.n_perturbed, 4)),
         ch6=r(cfg.ch6, steps=_cap(cfg.ch6.steps, 100), horizons=tuple(min(h, 30) for h in cfg.ch6.horizons),
               n_groups=_cap(cfg.ch6.n_groups, 2), n_examples=_cap(cfg.ch6.n_examples, 2)),
