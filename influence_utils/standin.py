@@ -116,7 +116,8 @@ def standin_config(cfg):
               sweep_n_z=_cap(c7.sweep_n_z, 2), sweep_epochs=_cap(c7.sweep_epochs, 0.1)),
         ch8=r(cfg.ch8, n_wrong=_cap(cfg.ch8.n_wrong, 4), n_heldout=_cap(cfg.ch8.n_heldout, 32),
               ks=_short(cfg.ch8.ks, 2), steps=_short(cfg.ch8.steps, 2), random_draws=_cap(cfg.ch8.random_draws, 2),
-              removal_epochs=_cap(cfg.ch8.removal_epochs, 0.05), arnoldi_rank=_cap(cfg.ch8.arnoldi_rank, 6),
+              # half an epoch: the removal runs then outlast the listed steps (1, 2), as in both real profiles
+              removal_epochs=_cap(cfg.ch8.removal_epochs, 0.5), arnoldi_rank=_cap(cfg.ch8.arnoldi_rank, 6),
               arnoldi_iterations=_cap(cfg.ch8.arnoldi_iterations, 12),
               hessian_examples=_cap(cfg.ch8.hessian_examples, 64), timing_repeats=_cap(cfg.ch8.timing_repeats, 2),
               horizon_steps=_short(cfg.ch8.horizon_steps, 3), horizon_k=_cap(cfg.ch8.horizon_k, 5),
