@@ -171,8 +171,8 @@ BUDGET_ENV = "IU_MEMORY_BUDGET_GB"
 #: is left for what the estimate does not count (the caching allocator's fragmentation, cuBLAS
 #: workspaces, the vmapped backward's temporaries).
 DEVICE_FRACTION = 0.5
-#: Fraction of the host memory available to this process (see :func:`_available_host_bytes`) a
-#: chunked pass may use on the CPU.
+#: Fraction of the host memory available to this process (the least of ``MemAvailable``, a cgroup
+#: limit and the process's RLIMIT_DATA / RLIMIT_AS headroom) a chunked pass may use on the CPU.
 HOST_FRACTION = 0.5
 _HOST_FALLBACK = 4 * 2**30  # bytes, where the available memory cannot be read
 
