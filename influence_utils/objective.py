@@ -106,6 +106,17 @@ class ModelInputDtypeError(TypeError, RuntimeError):
     float64 model, integer features). A RuntimeError too, as the error it replaces was."""
 
 
+#: Largest number of basis columns for which :meth:`Objective.per_example_projections` uses
+#: forward mode on a dense model by default. Its cost grows with the columns; that of the
+#: reverse-mode per-example gradients does not.
+JVP_MAX_RANK = 64
+
+#: Columns of the basis pushed through forward mode at once (the activations are held once per
+#: column). Of 5, 10, 16, 25 and 50, 25 was within 8 % of the fastest on both MLPs measured
+#: (784-128-10 on 4,000 digits 0.62 s, 50 columns 0.58 s; 64-512-10 on 1,400 digits 0.20 s,
+#: 50 columns 0.44 s).
+JVP_COLUMNS = 25
+
 _DTYPE_WORDS = ("dtype", "scalar type")
 # The Tensor / Module method that casts to a dtype, for advice like "x.double()".
 _CAST = {torch.float64: "double", torch.float32: "float", torch.float16: "half", torch.bfloat16: "bfloat16"}
@@ -434,9 +445,70 @@ class Objective:
         self._check_theta(theta)
         parts = [self._per_example_grads_chunk(theta, x, y) for x, y, _ in self._chunks(data, ordered=True)]
         self._refuse_empty(len(parts), "per_example_grads", per_example=True)
-        out = torch.cat(parts)
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)  # one chunk: no [n, p] copy
         _check_finite(out, "per-example gradients")
         return out
+
+    def per_example_projections(self, theta: Tensor, data: Any, basis: Tensor, *, method: str = "auto") -> Tensor:
+        """Per-example gradients projected on the columns of a basis, ``G V``, ``[n, r]``.
+
+        Row i is ``∇ℓ(z_i; θ)ᵀ V`` (``basis`` is ``V``, ``[p, r]``), equal to
+        ``per_example_grads(theta, data) @ basis`` up to rounding. Two ways to compute it:
+
+        * ``"grad"``: the per-example gradients ``[chunk, p]`` (reverse mode, ``vmap``), then one
+          product with ``V``;
+        * ``"jvp"``: forward mode, ``∂/∂t ℓ(z_i; θ + t v)`` for every column v at once, which never
+          holds a ``[chunk, p]`` matrix; the columns are pushed :data:`JVP_COLUMNS` at a time.
+        * ``"auto"`` (default): ``"jvp"`` when every module holding a parameter of θ is an
+          ``nn.Linear`` and ``r ≤`` :data:`JVP_MAX_RANK`, ``"grad"`` otherwise. Measured on a
+          2-core CPU (one thread, rank 50, float32): an MLP 784-128-10 on 4,000 MNIST digits
+          0.62 s (jvp) against 2.76 s (grad), an MLP 64-512-10 on 1,400 digits 0.20 s against
+          0.36 s; a GroupNorm ResNet-8 on 500 digits (rank 20) 35 s against 0.83 s, since forward
+          mode through a convolution batched over the columns is slow.
+
+        Args:
+            theta: ``[p]``.
+            data: ``(inputs, targets)`` or a DataLoader (n examples, in order).
+            basis: ``[p, r]`` on θ's device, e.g. a solver's ``eigenvectors``.
+            method: ``"auto"``, ``"jvp"`` or ``"grad"``.
+
+        Returns:
+            ``[n, r]`` in θ's dtype, on θ's device.
+
+        Raises:
+            ValueError: a basis of the wrong shape, or an unknown method.
+        """
+        self._check_theta(theta)
+        if not isinstance(basis, Tensor) or basis.ndim != 2 or basis.shape[0] != self.p:
+            shape = tuple(basis.shape) if isinstance(basis, Tensor) else type(basis).__name__
+            raise ValueError(f"basis must be [p={self.p}, r], got {shape}; pass e.g. solver.eigenvectors")
+        if method not in ("auto", "jvp", "grad"):
+            raise ValueError(f"method must be 'auto', 'jvp' or 'grad', got {method!r}")
+        if method == "auto":
+            method = "jvp" if self.dense and basis.shape[1] <= JVP_MAX_RANK else "grad"
+        basis = basis.to(theta)
+        if method == "grad":
+            rows = [self._per_example_grads_chunk(theta, x, y) @ basis for x, y, _ in self._chunks(data, ordered=True)]
+        else:
+            rows = [self._projections_jvp(theta, x, y, basis) for x, y, _ in self._chunks(data, ordered=True)]
+        self._refuse_empty(len(rows), "per_example_projections", per_example=True)
+        out = rows[0] if len(rows) == 1 else torch.cat(rows)
+        _check_finite(out, "projected per-example gradients")
+        return out
+
+    def _projections_jvp(self, theta: Tensor, inputs: Any, targets: Tensor, basis: Tensor) -> Tensor:
+        """``[chunk, r]``: forward-mode derivatives of the chunk's losses along each column of ``basis``."""
+        def along(v: Tensor) -> Tensor:
+            return jvp(lambda t: self._losses(t, inputs, targets), (theta,), (v,))[1]
+
+        cols = [vmap(along)(basis[:, j : j + JVP_COLUMNS].T).T for j in range(0, basis.shape[1], JVP_COLUMNS)]
+        return cols[0] if len(cols) == 1 else torch.cat(cols, dim=1)
+
+    @property
+    def dense(self) -> bool:
+        """Whether every module that holds a parameter of θ is an ``nn.Linear`` (an MLP's layers)."""
+        modules = dict(self.model.named_modules())
+        return all(isinstance(modules.get(name.rpartition(".")[0]), nn.Linear) for name in self.names)
 
     def _per_example_grads_chunk(self, theta: Tensor, inputs: Any, targets: Tensor) -> Tensor:
         def single(t: Tensor, x: Any, y: Tensor) -> Tensor:
@@ -552,6 +624,10 @@ class Objective:
 
 
 def _check_finite(t: Tensor, what: str) -> None:
+    # one reduction first: a sum is finite only if every entry is (a sum of finite entries that
+    # overflows is not, and falls through to the entry-by-entry check)
+    if t.numel() and torch.isfinite(t.sum()):
+        return
     if not torch.isfinite(t).all():
         bad = (~torch.isfinite(t)).reshape(t.shape[0], -1).any(-1).nonzero().flatten() if t.ndim > 1 else None
         where = f" (rows {bad[:5].tolist()})" if bad is not None else ""

@@ -93,8 +93,10 @@ def _pair_matrix(
             show = False  # a single chunk needs no bar
     cols = []
     for x, y in progress(_train_chunks(train, chunk_size, obj), desc=desc, total=total, show=show):
-        g = obj.per_example_grads(theta, (x, y))
-        cols.append(left @ (g if basis is None else g @ basis).T)
+        if basis is None:
+            cols.append(left @ obj.per_example_grads(theta, (x, y)).T)
+        else:
+            cols.append(left @ obj.per_example_projections(theta, (x, y), basis).T)
     return torch.cat(cols, dim=1)
 
 
@@ -141,15 +143,16 @@ def influence(
     """
     _check_solver(solver, obj, theta)
     n = num_examples(train) if n is None else n
-    g_test = obj.per_example_grads(theta, test)
     low_rank = _low_rank(solver)
     if low_rank is not None:
         # H⁻¹ = V diag(1/(λ+d)) Vᵀ with r < p columns: score in the r-dimensional eigenbasis, so each
-        # chunk of training gradients costs one [chunk, p] x [p, r] product instead of [p] x [n_test].
+        # chunk of training examples costs its projected gradients G V ([chunk, r], forward mode on
+        # dense models: Objective.per_example_projections) instead of a [chunk, p] x [p, n_test] product.
         V, inv = low_rank
-        solver.solve(g_test[:1])  # the solver's own checks (fitted, shapes, singular spectrum)
-        left = (g_test @ V) * inv  # [n_test, r]
+        solver.solve(torch.zeros(1, obj.p, dtype=obj.dtype, device=obj.device))  # the solver's own checks
+        left = obj.per_example_projections(theta, test, V) * inv  # [n_test, r]
         return _pair_matrix(obj, theta, left, train, chunk_size, "influence", progress_bar, basis=V) / n
+    g_test = obj.per_example_grads(theta, test)
     solved = solver.solve(g_test)  # [n_test, p]: H⁻¹ ∇ℓ(test_i), one solve for all test examples
     return _pair_matrix(obj, theta, solved, train, chunk_size, "influence", progress_bar) / n
 
@@ -181,13 +184,14 @@ def self_influence(
     n = num_examples(data) if n is None else n
     low_rank = _low_rank(solver)
     out = []
+    if low_rank is not None:
+        solver.solve(torch.zeros(1, obj.p, dtype=obj.dtype, device=obj.device))  # the solver's own checks
     for x, y in _train_chunks(data, chunk_size, obj):
-        g = obj.per_example_grads(theta, (x, y))
         if low_rank is None:
+            g = obj.per_example_grads(theta, (x, y))
             out.append((solver.solve(g) * g).sum(1))
         else:
-            solver.solve(g[:1])  # the solver's own checks
-            proj = g @ low_rank[0]
+            proj = obj.per_example_projections(theta, (x, y), low_rank[0])
             out.append((proj * proj * low_rank[1]).sum(1))
     return torch.cat(out) / n
 
@@ -376,5 +380,5 @@ def projected_gradients(obj: Objective, theta: Tensor, data: Any, basis: Tensor,
     """
     if basis.ndim != 2 or basis.shape[0] != obj.p:
         raise ValueError(f"basis must be [p={obj.p}, r], got {tuple(basis.shape)}; pass e.g. solver.eigenvectors")
-    rows = [obj.per_example_grads(theta, (x, y)) @ basis for x, y in _train_chunks(data, chunk_size, obj)]
+    rows = [obj.per_example_projections(theta, (x, y), basis) for x, y in _train_chunks(data, chunk_size, obj)]
     return torch.cat(rows)

@@ -101,14 +101,19 @@ def test_a_small_budget_forces_many_chunks_and_changes_no_score(monkeypatch, mlp
     whole = _all_scores(obj, theta, train, test, solver)
 
     sizes = []
-    inner = obj.per_example_grads
+    inner, inner_projected = obj.per_example_grads, obj.per_example_projections
 
     def spy(t, data):
         sizes.append(int(data[1].shape[0]))
         return inner(t, data)
 
+    def spy_projected(t, data, basis, **kw):  # the low-rank solver's paths score in its basis
+        sizes.append(int(data[1].shape[0]))
+        return inner_projected(t, data, basis, **kw)
+
     _budget_for(monkeypatch, obj, 7.5)
     monkeypatch.setattr(obj, "per_example_grads", spy)
+    monkeypatch.setattr(obj, "per_example_projections", spy_projected)
     chunked = _all_scores(obj, theta, train, test, solver)
     train_sizes = [s for s in sizes if s != test[1].shape[0]]
     assert max(train_sizes) == 7 and len(train_sizes) >= 8 * -(-n // 7)  # 9 chunks of ≤ 7 per pass, ≥ 8 passes
