@@ -706,6 +706,10 @@ def main() -> None:
                         help="torch threads (default 1: on a shared machine, multi-threaded BLAS under "
                              "contention distorts timings far more than it speeds them up)")
     parser.add_argument("--no-peers", action="store_true", help="influence_utils only, in this environment")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other models of an existing --out file (same --repeats and --smoke) "
+                             "and replace or add the models of this run; each run's command, date and git "
+                             "state are kept under 'runs'")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}; pass 3 or more for a median and a range")
@@ -741,6 +745,12 @@ def main() -> None:
     }
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if args.merge and path.exists() else None
+    if previous is not None:
+        try:
+            merge_results(previous, out)  # refuse an incompatible file before hours of measuring
+        except ValueError as err:
+            sys.exit(str(err))
     for name in names:
         spec = dict(MODELS[name])
         if args.smoke:
@@ -749,8 +759,49 @@ def main() -> None:
         # written after every model, so an interrupted run keeps what it measured
         out["machine"]["load_average_1_5_15_at_end"] = _load()
         out["wall_s"] = round(time.perf_counter() - started, 1)
-        path.write_text(json.dumps(out, indent=1) + "\n")
+        path.write_text(json.dumps(out if previous is None else merge_results(previous, out), indent=1) + "\n")
     print(f"\nwrote {path} ({out['wall_s']:.0f} s)")
+
+
+#: top-level fields that describe one run (kept per run under "runs" in a merged file)
+RUN_FIELDS = ("command", "date", "machine", "versions", "influence_utils_git", "wall_s")
+
+
+def _runs(results: dict) -> list[dict]:
+    """The runs a results file holds: its "runs", or the file itself as one run."""
+    if "runs" in results:
+        return [dict(r) for r in results["runs"]]
+    return [{**{k: results.get(k) for k in RUN_FIELDS}, "models": [m["model"] for m in results["models"]]}]
+
+
+def merge_results(previous: dict, current: dict) -> dict:
+    """``previous`` with the models of ``current`` replacing those of the same name (or added).
+
+    Both must have the same ``repeats`` and ``smoke`` (chapter 9 compares every model's rounds
+    alike). ``runs`` lists every run that contributed a model (its command, date, machine,
+    versions, git state, wall time and models), a run whose models were all replaced is dropped;
+    the top-level ``command`` and ``date`` name the latest run, ``wall_s`` is the sum.
+
+    Raises:
+        ValueError: the two differ in ``repeats`` or ``smoke``.
+    """
+    for key in ("repeats", "smoke"):
+        if previous.get(key) != current.get(key):
+            raise ValueError(f"cannot merge into a results file with {key} = {previous.get(key)!r} a run with "
+                             f"{key} = {current.get(key)!r}; pass the same --{key}, or write to another --out")
+    new = {m["model"]: m for m in current["models"]}
+    models = [new.pop(m["model"], m) for m in previous["models"]] + list(new.values())
+    replaced = {m["model"] for m in current["models"]}
+    runs = []
+    for run in _runs(previous):
+        run["models"] = [m for m in run["models"] if m not in replaced]
+        if run["models"]:
+            runs.append(run)
+    runs += _runs({**current, "models": current["models"]})
+    merged = {**current, "models": models, "runs": runs}
+    merged["command"] = " && ".join(r["command"] for r in runs)
+    merged["wall_s"] = round(sum(r.get("wall_s") or 0 for r in runs), 1)
+    return merged
 
 
 if __name__ == "__main__":

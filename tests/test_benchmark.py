@@ -94,3 +94,38 @@ def test_peers_if_installed(tmp_path):
     assert meth["kronfluence_ekfac"]["vs_gauss_newton"]["pearson"] > 0.95
     assert meth["captum_naive"]["vs_reference"]["pearson"] > 0.99
     assert meth["pydvl_arnoldi"]["vs_ideal_topk"]["pearson"] > 0.99
+
+
+def _run_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_merging_a_run_replaces_its_models_and_keeps_every_runs_provenance():
+    """--merge: a second run's models replace those of the same name, the others stay, and each
+    contributing run keeps its command, date and git state; files of other rounds are refused."""
+    merge = _run_module().merge_results
+
+    def run(command, models, repeats=3, wall=10.0):
+        return {"command": command, "date": command[-1], "machine": {"cpus": 2}, "versions": {},
+                "influence_utils_git": "g" + command[-1], "smoke": False, "repeats": repeats, "wall_s": wall,
+                "models": [{"model": m, "by": command} for m in models]}
+
+    first = run("run A", ["small", "mlp"], wall=100.0)
+    second = run("run B", ["mlp", "resnet8"], wall=50.0)
+    merged = merge(first, second)
+    assert [(m["model"], m["by"]) for m in merged["models"]] == [("small", "run A"), ("mlp", "run B"),
+                                                                 ("resnet8", "run B")]
+    assert [(r["command"], r["models"], r["influence_utils_git"]) for r in merged["runs"]] == [
+        ("run A", ["small"], "gA"), ("run B", ["mlp", "resnet8"], "gB")]
+    assert merged["command"] == "run A && run B" and merged["wall_s"] == 150.0 and merged["date"] == "B"
+    third = merge(merged, run("run C", ["small"]))  # run A no longer contributes a model: dropped
+    assert [r["command"] for r in third["runs"]] == ["run B", "run C"]
+    assert [m["by"] for m in third["models"]] == ["run C", "run B", "run B"]
+    with pytest.raises(ValueError, match="repeats = 3 a run with repeats = 5"):
+        merge(first, run("run D", ["mlp"], repeats=5))
