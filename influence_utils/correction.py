@@ -62,7 +62,7 @@ from .scores import gradient_cosine, gradient_dot, influence, time_bounded_influ
 from .solvers import ArnoldiSolver
 from .stats import bootstrap_mean, holm, mcnemar_exact, sign_test, wilson_interval
 from .training import retrain_without
-from .utils import progress
+from .utils import check_learning_rate, progress
 
 __all__ = [
     "METHODS",
@@ -413,8 +413,7 @@ def correct(
     test_x, test_y = validate_batch(test)
     heldout_x, heldout_y = validate_batch(heldout)
     ks_, steps_ = _check_grid("ks", ks), _check_grid("steps", steps)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    check_learning_rate(lr)
     if chunk < 1 or eval_chunk < 1:
         raise ValueError("chunk and eval_chunk must be >= 1")
     n_train, n_test, n_h = int(train_y.shape[0]), int(test_y.shape[0]), int(heldout_y.shape[0])
@@ -815,8 +814,7 @@ def remove_and_retrain(
     test_x, test_y = validate_batch(test)
     hx, hy = validate_batch(heldout)
     ks_, steps_ = _check_grid("ks", ks), _check_grid("steps", steps)
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    check_learning_rate(lr)
     n_test, n_train = int(test_y.shape[0]), int(train_y.shape[0])
     if scores.shape != (n_test, n_train):
         raise ValueError(f"scores must be [n_test={n_test}, n_train={n_train}], got {tuple(scores.shape)}")

@@ -33,7 +33,7 @@ from torch import Tensor
 from .batching import iter_chunks, num_examples
 from .objective import Objective
 from .resources import chunk_size_for
-from .utils import progress
+from .utils import check_learning_rate, progress
 
 __all__ = [
     "influence",
@@ -202,7 +202,13 @@ def time_bounded_coefficients(eigenvalues: Tensor, steps: int, lr: float) -> Ten
     The coefficient of the linear response along an eigenvector after T gradient-descent steps:
     → 1/λ for λ > 0 (classical influence), = ηT at λ = 0 (TracIn), and grows like
     (1 + η|λ|)^T for λ < 0 (divergence). Computed stably near λ = 0.
+
+    Raises:
+        ValueError: ``lr`` is not a finite number > 0, or ``steps`` is not a non-negative integer.
     """
+    lr = check_learning_rate(lr)
+    if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps}")
     lam = eigenvalues.to(torch.float64)
     x = lr * lam
     small = x.abs() < 1e-8
@@ -264,8 +270,7 @@ def time_bounded_influence(
         )
     if outside not in ("flat", "drop"):
         raise ValueError(f"outside must be 'flat' or 'drop', got {outside!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a finite number > 0, got {lr}")
+    check_learning_rate(lr)
     many = not isinstance(steps, int)
     horizons = list(steps) if many else [steps]
     if any(int(t) != t or t < 0 for t in horizons):

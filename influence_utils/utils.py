@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Iterable, Iterator
@@ -14,6 +15,17 @@ from torch import Tensor
 __all__ = ["seed_everything", "progress", "pearson", "spearman"]
 
 T = TypeVar("T")
+
+
+def check_learning_rate(lr: float, name: str = "lr") -> float:
+    """``lr`` as a float, or a ValueError that names it unless it is a finite number > 0."""
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {lr}")
+    return value
 
 
 def seed_everything(seed: int = 0, *, deterministic: bool = True) -> torch.Generator:

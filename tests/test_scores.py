@@ -154,3 +154,16 @@ def test_low_rank_fast_path_equals_the_solve_path(mlp):
     torch.testing.assert_close(iu.influence(obj, theta, solver, train=train, test=test, chunk_size=17), slow)
     torch.testing.assert_close(iu.self_influence(obj, theta, solver, train, chunk_size=17),
                                (solver.solve(G_tr) * G_tr).sum(1) / n)
+
+
+def test_time_bounded_coefficients_refuse_a_bad_learning_rate_or_horizon():
+    """A NaN, zero or negative step size (or a fractional horizon) would give NaN or meaningless
+    coefficients without a word: refused, naming the argument."""
+    lam = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    for lr in (float("nan"), float("inf"), 0.0, -0.1, "fast"):
+        with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got"):
+            iu.time_bounded_coefficients(lam, 10, lr)
+    for steps in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="steps must be a non-negative integer"):
+            iu.time_bounded_coefficients(lam, steps, 0.1)
+    torch.testing.assert_close(iu.time_bounded_coefficients(lam, 0, 0.1), torch.zeros(2, dtype=torch.float64))
