@@ -107,8 +107,8 @@ class ModelInputDtypeError(TypeError, RuntimeError):
 
 
 #: Largest number of basis columns for which :meth:`Objective.per_example_projections` uses
-#: forward mode on a dense model by default. Its cost grows with the columns; that of the
-#: reverse-mode per-example gradients does not.
+#: forward mode on a dense model by default (and at most ``√p / 2``). Its cost grows with the
+#: columns; that of the reverse-mode per-example gradients grows with p instead.
 JVP_MAX_RANK = 64
 
 #: Columns of the basis pushed through forward mode at once (the activations are held once per
@@ -460,11 +460,14 @@ class Objective:
         * ``"jvp"``: forward mode, ``∂/∂t ℓ(z_i; θ + t v)`` for every column v at once, which never
           holds a ``[chunk, p]`` matrix; the columns are pushed :data:`JVP_COLUMNS` at a time.
         * ``"auto"`` (default): ``"jvp"`` when every module holding a parameter of θ is an
-          ``nn.Linear`` and ``r ≤`` :data:`JVP_MAX_RANK`, ``"grad"`` otherwise. Measured on a
-          2-core CPU (one thread, rank 50, float32): an MLP 784-128-10 on 4,000 MNIST digits
-          0.62 s (jvp) against 2.76 s (grad), an MLP 64-512-10 on 1,400 digits 0.20 s against
-          0.36 s; a GroupNorm ResNet-8 on 500 digits (rank 20) 35 s against 0.83 s, since forward
-          mode through a convolution batched over the columns is slow.
+          ``nn.Linear`` (:attr:`dense`) and ``r ≤ min(√p / 2,`` :data:`JVP_MAX_RANK` ``)``,
+          ``"grad"`` otherwise. Measured on a 2-core CPU (one thread, float32), forward mode's
+          cost grows with r and reverse mode's with p: on MLPs on 1,200 digits it was faster for
+          r = 20 at p = 2,410 but slower for r = 50; faster for r = 25 at p = 9,610, equal for
+          r = 50; faster for r = 64 at p = 19,210; for r = 50 on an MLP 784-128-10
+          (p = 101,770) on 4,000 MNIST digits 0.62 s against 2.76 s. On a GroupNorm ResNet-8
+          (rank 20) it took 35 s against 0.83 s: forward mode through a convolution batched
+          over the columns is slow, hence dense models only.
 
         Args:
             theta: ``[p]``.
@@ -485,7 +488,7 @@ class Objective:
         if method not in ("auto", "jvp", "grad"):
             raise ValueError(f"method must be 'auto', 'jvp' or 'grad', got {method!r}")
         if method == "auto":
-            method = "jvp" if self.dense and basis.shape[1] <= JVP_MAX_RANK else "grad"
+            method = "jvp" if self.dense and basis.shape[1] <= min(JVP_MAX_RANK, self.p**0.5 / 2) else "grad"
         basis = basis.to(theta)
         if method == "grad":
             rows = [self._per_example_grads_chunk(theta, x, y) @ basis for x, y, _ in self._chunks(data, ordered=True)]

@@ -178,8 +178,8 @@ def test_projections_by_forward_mode_equal_the_projected_per_example_gradients(m
 
 
 def test_projections_choose_forward_mode_only_for_dense_models_and_few_columns(mlp, monkeypatch):
-    """"auto" takes forward mode for an MLP at r ≤ JVP_MAX_RANK and reverse mode for a conv net
-    (forward mode through convolutions measured 20–40x slower) or more columns."""
+    """"auto" takes forward mode for an MLP at r ≤ min(√p / 2, JVP_MAX_RANK) and reverse mode for
+    a conv net (forward mode through convolutions measured 20–40x slower) or more columns."""
     from influence_utils import objective as objective_module
 
     obj, theta, train, _ = mlp
@@ -192,8 +192,8 @@ def test_projections_choose_forward_mode_only_for_dense_models_and_few_columns(m
     obj.per_example_projections(theta, train, torch.zeros(obj.p, 3, dtype=torch.float64))
     assert calls == [obj]
     conv.per_example_projections(conv.theta(), data, torch.zeros(conv.p, 3, dtype=torch.float64))
-    many = min(obj.p, objective_module.JVP_MAX_RANK + 1)
-    obj.per_example_projections(theta, train, torch.zeros(obj.p, many, dtype=torch.float64))
+    assert 3 <= obj.p**0.5 / 2 < 5  # p = 86
+    obj.per_example_projections(theta, train, torch.zeros(obj.p, 5, dtype=torch.float64))
     assert calls == [obj]  # neither the conv net nor the wide basis went through forward mode
 
 
