@@ -462,7 +462,7 @@ class Objective:
         * ``"auto"`` (default): ``"jvp"`` when every module holding a parameter of θ is an
           ``nn.Linear`` (:attr:`dense`) and ``r ≤ min(√p / 2,`` :data:`JVP_MAX_RANK` ``)``,
           ``"grad"`` otherwise. Measured on a 2-core CPU (one thread, float32), forward mode's
-          cost grows with r and reverse mode's with p: on MLPs on 1,200 digits it was faster for
+          cost grows with r and reverse mode's with p: on MLPs on 1,000 digits it was faster for
           r = 20 at p = 2,410 but slower for r = 50; faster for r = 25 at p = 9,610, equal for
           r = 50; faster for r = 64 at p = 19,210; for r = 50 on an MLP 784-128-10
           (p = 101,770) on 4,000 MNIST digits 0.62 s against 2.76 s. On a GroupNorm ResNet-8
