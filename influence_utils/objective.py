@@ -458,9 +458,9 @@ class Objective:
         * ``"grad"``: the per-example gradients ``[chunk, p]`` (reverse mode, ``vmap``), then one
           product with ``V``;
         * ``"jvp"``: forward mode, ``∂/∂t ℓ(z_i; θ + t v)`` for every column v at once, which never
-          holds a ``[chunk, p]`` matrix; the columns are pushed :data:`JVP_COLUMNS` at a time.
+          holds a ``[chunk, p]`` matrix; the columns are pushed ``JVP_COLUMNS`` at a time.
         * ``"auto"`` (default): ``"jvp"`` when every module holding a parameter of θ is an
-          ``nn.Linear`` (:attr:`dense`) and ``r ≤ min(√p / 2,`` :data:`JVP_MAX_RANK` ``)``,
+          ``nn.Linear`` (:attr:`dense`) and ``r ≤ min(√p / 2, JVP_MAX_RANK)``,
           ``"grad"`` otherwise. Measured on a 2-core CPU (one thread, float32), forward mode's
           cost grows with r and reverse mode's with p: on MLPs on 1,000 digits it was faster for
           r = 20 at p = 2,410 but slower for r = 50; faster for r = 25 at p = 9,610, equal for
