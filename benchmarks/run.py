@@ -282,7 +282,7 @@ def run_model(name: str, spec: dict, args) -> dict:
         hess=(train[0][:m], train[1][:m]),  # the examples whose Hessian every method uses
         test_q=(test[0][:q], test[1][:q]), n=n, n_test=n_test, p=p, q=q, workdir=workdir,
         checkpoints=checkpoints, tracin_ckpts=checkpoints[-spec["tracin_checkpoints"]:],
-        damping=None, lam_max=None, lam_min=None, exact=None,
+        damping=None, lam_max=None, lam_min=None, exact=None, arnoldi=None,
     )
     results: dict = {"model": name, "p": p, "n_train": n, "n_test": n_test, "hessian_examples": m,
                      "queries_iterative": q, "test_accuracy": round(acc, 4), "methods": {}}
@@ -396,8 +396,10 @@ def run_model(name: str, spec: dict, args) -> dict:
             entry["vs_reference"] = _corr_ci(s[:k], scores[reference][:k], args.n_boot, seed)
         for ref_name, ref in refs.items():
             entry[f"vs_{ref_name}"] = _corr_ci(s, ref[: s.shape[0]], args.n_boot, seed)
-    arn_entry = results["methods"]["ours_arnoldi"]
-    results["arnoldi_scores_over_floor"] = round(arn_entry["scores_s"] / results["floor_s"], 2)
+    if ctx.arnoldi is not None:
+        results["scores_over_floor"] = _scores_over_floor(ctx, floor_pass, args.pairs)
+        results["arnoldi_scores_over_floor"] = results["scores_over_floor"]["ratio"]
+        results["hvp"] = _hvp_costs(ctx)
     if args.save_scores:
         path = Path(args.save_scores) / f"scores_{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,6 +407,82 @@ def run_model(name: str, spec: dict, args) -> dict:
                     "references": {k: v.float() for k, v in refs.items()}}, path)
         results["scores_file"] = str(path)
     return results
+
+
+def _scores_over_floor(ctx, floor_pass, pairs: int) -> dict:
+    """The fitted Arnoldi's influence matrix over the floor, timed in steady state and paired.
+
+    The rounds time each method once, which at a few milliseconds (the small model) is mostly
+    noise and first-call cost. Here the floor (one pass of per-example gradients over train and
+    test) and Arnoldi's scoring pass (``influence`` with the solver fitted in the rounds) are timed
+    ``pairs`` times, alternately and in alternating order; each timing repeats its call ``calls``
+    times (enough for about 0.2 s) and keeps the mean. The ratio is taken within each pair; the
+    median and range are reported.
+    """
+    import math
+
+    import influence_utils as iu
+
+    obj, theta, arn = ctx.obj, ctx.theta, ctx.arnoldi
+
+    def scoring():
+        return iu.influence(obj, theta, arn, train=ctx.train, test=ctx.test)
+
+    with Timer() as t:
+        floor_pass()
+    calls = max(1, math.ceil(0.2 / max(t.seconds, 1e-6)))
+
+    def timed(f) -> float:
+        with Timer() as tt:
+            for _ in range(calls):
+                f()
+        return tt.seconds / calls
+
+    scoring()  # warm-up
+    floor_s, scores_s = [], []
+    for i in range(pairs):
+        if i % 2 == 0:
+            floor_s.append(timed(floor_pass))
+            scores_s.append(timed(scoring))
+        else:
+            scores_s.append(timed(scoring))
+            floor_s.append(timed(floor_pass))
+    ratios = [s / f for s, f in zip(scores_s, floor_s)]
+    out = {"pairs": pairs, "calls_per_timing": calls}
+    _put(out, "ratio", ratios, 2)
+    _put(out, "floor_s", floor_s, 6)
+    _put(out, "scores_s", scores_s, 6)
+    print(f"  scoring / floor, paired in steady state: {out['ratio']} [{out['ratio_min']}, "
+          f"{out['ratio_max']}] ({pairs} pairs, {calls} calls each)", flush=True)
+    return out
+
+
+def _hvp_costs(ctx, repeats: int = 3) -> dict:
+    """Seconds per vector of one Hessian-vector product on the Hessian examples, alone and in a block
+    of 4, and the least time any Arnoldi fit at this rank can take: ``rank`` products (one per kept
+    eigenpair) at the cheaper per-vector cost, ignoring everything else the fit does.
+    """
+    import torch
+
+    obj, theta, rank = ctx.obj, ctx.theta, ctx.spec["rank"]
+    gen = torch.Generator(device=theta.device).manual_seed(ctx.seed)
+    out = {}
+    for b in (1, 4):
+        v = torch.randn(b, obj.p, generator=gen, dtype=theta.dtype, device=theta.device)
+        obj.hvp(theta, ctx.hess, v)  # warm-up
+        times = []
+        for _ in range(repeats):
+            with Timer() as t:
+                obj.hvp(theta, ctx.hess, v)
+            times.append(t.seconds / b)
+        _put(out, f"per_vector_block{b}_s", times, 4)
+    best = min(out["per_vector_block1_s"], out["per_vector_block4_s"])
+    out["rank"] = rank
+    out["arnoldi_fit_lower_bound_s"] = round(rank * best, 3)
+    print(f"  Hessian-vector product: {out['per_vector_block1_s']} s alone, {out['per_vector_block4_s']} s "
+          f"per vector in a block of 4; an Arnoldi fit at rank {rank} needs at least "
+          f"{out['arnoldi_fit_lower_bound_s']} s", flush=True)
+    return out
 
 
 def _ideal_references(ctx, results: dict) -> dict:
@@ -459,6 +537,7 @@ def _ours(ctx) -> tuple[list[Method], dict]:
             ctx.lam_max, ctx.lam_min = float(arn.ritz_values.max()), float(arn.ritz_values.min())
             ctx.damping = max(1e-3 * ctx.lam_max, 2 * max(0.0, -ctx.lam_min))
         arn.damping = ctx.damping
+        ctx.arnoldi = arn  # for the paired scoring-over-floor measurement after the rounds
         with Timer() as t_sc:
             s = iu.influence(obj, theta, arn, train=train, test=test)
         return {"fit_s": t_fit.seconds, "scores_s": t_sc.seconds, "scores": s,
@@ -698,6 +777,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check that everything runs")
     parser.add_argument("--repeats", type=int, default=3,
                         help="rounds; each runs every method once, in a fixed order (default 3)")
+    parser.add_argument("--pairs", type=int, default=7,
+                        help="paired steady-state timings of Arnoldi's scoring pass against the floor")
     parser.add_argument("--n-boot", type=int, default=200,
                         help="bootstrap replicates of the correlation intervals (0: none; default 200)")
     parser.add_argument("--save-scores", metavar="DIR", default=None,
@@ -711,6 +792,8 @@ def main() -> None:
                              "and replace or add the models of this run; each run's command, date and git "
                              "state are kept under 'runs'")
     args = parser.parse_args()
+    if args.pairs < 1:
+        parser.error(f"--pairs must be >= 1, got {args.pairs}; pass 5 or more for a median and a range")
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}; pass 3 or more for a median and a range")
     if args.n_boot and args.n_boot < 100:

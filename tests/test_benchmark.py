@@ -80,6 +80,24 @@ def test_agreement_with_exact_references(smoke):
     assert "arnoldi_scores_over_floor" in m and "ours_arnoldi|ours_exact" in m["agreement"]
 
 
+def test_paired_scoring_over_floor_and_hvp_costs(smoke):
+    """The scoring/floor ratio comes from paired steady-state timings; the HVP lower bound is rank
+    products at the cheaper per-vector cost."""
+    m = smoke[0]["models"][0]
+    sof = m["scores_over_floor"]
+    assert sof["pairs"] == 7 and sof["calls_per_timing"] >= 1
+    assert len(sof["ratio_all"]) == len(sof["floor_s_all"]) == len(sof["scores_s_all"]) == 7
+    for r, f, s in zip(sof["ratio_all"], sof["floor_s_all"], sof["scores_s_all"]):
+        assert f > 0 and s > 0 and r == pytest.approx(s / f, rel=0.02, abs=0.01)
+    assert sof["ratio_min"] <= sof["ratio"] <= sof["ratio_max"]
+    assert m["arnoldi_scores_over_floor"] == sof["ratio"]
+    hvp = m["hvp"]
+    best = min(hvp["per_vector_block1_s"], hvp["per_vector_block4_s"])
+    assert hvp["rank"] == 10 and hvp["arnoldi_fit_lower_bound_s"] == pytest.approx(10 * best, rel=1e-3, abs=1e-3)
+    # the bound is a bound: the measured fit took at least rank products (up to timing noise)
+    assert m["methods"]["ours_arnoldi"]["fit_s_min"] >= 0.5 * hvp["arnoldi_fit_lower_bound_s"]
+
+
 def test_peers_if_installed(tmp_path):
     """With the peers importable here (the .venv-bench environment), every peer method runs."""
     for peer in ("captum", "pydvl", "kronfluence"):
