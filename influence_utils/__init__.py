@@ -14,7 +14,7 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, checkpoints, config, correction, curvature, data, diagnostics, divergence, explore, fading, models, objective, perturbation, plotting, resources, scores, solver_study, solvers, standin, stats, training, trunk, utils
+from . import batching, cache, checkpoints, config, correction, curvature, data, diagnostics, divergence, estimates, explore, fading, models, objective, perturbation, plotting, resources, scores, solver_study, solvers, standin, stats, training, trunk, utils
 from .cache import CacheMismatchError, cached
 from .config import Config, FullProfileOnCPUWarning, get_config
 from .data import load_dataset
@@ -148,6 +148,7 @@ __all__ = [
     "curvature",
     "data",
     "diagnostics",
+    "estimates",
     "explore",
     "fading",
     "models",

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from .config import _canonical, config_hash
+from .config import canonical, config_hash
 
 __all__ = ["cached", "cache_dir", "cache_path", "CacheMismatchError"]
 
@@ -67,7 +67,7 @@ def cached(
         CacheMismatchError: the file for this name and hash stores a different config.
     """
     path = cache_path(name, config, root)
-    wanted = json.dumps(_canonical(config), sort_keys=True)
+    wanted = json.dumps(canonical(config), sort_keys=True)
     if path.exists() and not refresh:
         try:
             entry = torch.load(path, map_location="cpu", weights_only=True)

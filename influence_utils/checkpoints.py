@@ -164,7 +164,7 @@ def build_model(task: TopLayerTask, n_classes: int, seed: int | None = None) -> 
                 hf_logging.enable_progress_bar()
     if task.model.startswith("resnet") and task.model != "resnet18":
         depth = int(task.model[len("resnet"):])
-        with models._seeded(seed):
+        with models.seeded(seed):
             return models.ResNet(depth=depth, in_channels=_in_channels(task), n_classes=n_classes,
                                  width=task.width).eval()
     if task.model == "resnet18":
@@ -496,7 +496,7 @@ def _trunk_stage(task: TopLayerTask, dataset: Dataset, model: nn.Module, tokeniz
 @torch.no_grad()
 def _mean_pooled_top(model: nn.Module, features: tuple, n_top: int, device, chunk_size: int = 64) -> Tensor:
     """Run the top ``n_top`` encoder layers in full on trunk features; mean over non-padding tokens: ``[n, H]``."""
-    from .trunk import _layer_output
+    from .trunk import layer_output
 
     layers = model.model.bert.encoder.layer[len(model.model.bert.encoder.layer) - n_top :]
     hidden, mask = features
@@ -505,7 +505,7 @@ def _mean_pooled_top(model: nn.Module, features: tuple, n_top: int, device, chun
         h = hidden[s : s + chunk_size].to(device)
         m = mask[s : s + chunk_size].to(device, h.dtype).clamp_min(torch.finfo(h.dtype).min)
         for layer in layers:
-            h = _layer_output(layer(h, m))
+            h = layer_output(layer(h, m))
         keep = (m[:, 0, 0, :] == 0).to(h.dtype)[:, :, None]  # additive mask: 0 where attended
         pooled.append(((h * keep).sum(1) / keep.sum(1)).cpu())
     return torch.cat(pooled)

@@ -452,7 +452,8 @@ def _warn_full_on_cpu() -> None:
     _warned_cpu = True
     import warnings
 
-    from .resources import estimate_time, format_seconds
+    from .estimates import estimate_time
+    from .resources import format_seconds
 
     def hours(seconds: float) -> str:
         return f"{seconds / 3600:.0f} h" if seconds >= 7200 else format_seconds(seconds)
@@ -524,13 +525,14 @@ def get_config(profile: str | None = None) -> Config:
     return standin.standin_config(cfg) if standin.enabled() else cfg  # IU_STANDIN=1: the dry run
 
 
-def _canonical(obj: Any) -> Any:
+def canonical(obj: Any) -> Any:
+    """A JSON-ready form of a config (dataclasses as dicts, keys sorted), so equal configs serialise equally."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _canonical(dataclasses.asdict(obj))
+        return canonical(dataclasses.asdict(obj))
     if isinstance(obj, dict):
-        return {str(k): _canonical(v) for k, v in sorted(obj.items())}
+        return {str(k): canonical(v) for k, v in sorted(obj.items())}
     if isinstance(obj, (list, tuple)):
-        return [_canonical(v) for v in obj]
+        return [canonical(v) for v in obj]
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     if isinstance(obj, torch.dtype):
@@ -540,5 +542,5 @@ def _canonical(obj: Any) -> Any:
 
 def config_hash(config: Any) -> str:
     """A stable hex digest of a config (a dataclass or nested dict of plain values)."""
-    text = json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(canonical(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -627,7 +627,7 @@ def score_methods(
     if "tbif" in projected and (horizon is None or lr is None):
         raise ValueError("method='tbif' needs horizon (steps T) and lr (the step size η)")
     from .batching import iter_chunks
-    from .scores import _budget_chunk, time_bounded_coefficients
+    from .scores import budget_chunk, time_bounded_coefficients
 
     n = int(validate_batch(train)[1].shape[0])
     g_test = obj.per_example_grads(theta, test)  # [n_test, p]
@@ -641,7 +641,7 @@ def score_methods(
     unit_test = g_test / g_test.norm(dim=1, keepdim=True).clamp_min(1e-30)
     cols: dict[str, list[Tensor]] = {m: [] for m in grad_methods}
     # chunks of training examples (the scores do not depend on their size), capped by the memory budget
-    for x, y, _ in iter_chunks(train, _budget_chunk(obj, train, chunk_size)):
+    for x, y, _ in iter_chunks(train, budget_chunk(obj, train, chunk_size)):
         g = obj.per_example_grads(theta, (x, y))  # [chunk, p]
         p_tr = g @ solver.eigenvectors if projected else None
         for m in grad_methods:

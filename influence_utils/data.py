@@ -139,7 +139,7 @@ def _is_timeout(exc: BaseException | None) -> bool:
     return False
 
 
-class _DownloadGuard:
+class DownloadGuard:
     """Bound the waits of the downloads made inside a ``with`` block (see the module docstring).
 
     * ``socket.setdefaulttimeout(seconds)`` for the block (urllib, hence torchvision; the
@@ -163,7 +163,7 @@ class _DownloadGuard:
         self._hooks = None
         self._old_default = None
 
-    def __enter__(self) -> "_DownloadGuard":
+    def __enter__(self) -> "DownloadGuard":
         self._old_default = socket.getdefaulttimeout()
         socket.setdefaulttimeout(self.seconds)
         try:
@@ -400,7 +400,7 @@ def _load_sst2() -> _Raw:
     cache_dir = os.environ.get("IU_DATA_DIR")
     kwargs = {"cache_dir": str(Path(cache_dir).expanduser() / "huggingface")} if cache_dir else {}
     errors, parts = [], None
-    with _DownloadGuard() as guard:
+    with DownloadGuard() as guard:
         for args in _SST2_SOURCES:
             try:
                 ds = hf_datasets.load_dataset(*args, **kwargs)
@@ -430,7 +430,7 @@ def _load_sst2() -> _Raw:
 def _load_cifar10_from(root: str) -> _Raw:
     hint = _FULL_HINT.format(alternative="'mnist5k' or 'digits'")
     CIFAR10 = _import_for("cifar10", "torchvision.datasets", "the 'torchvision' package", hint).CIFAR10
-    guard = _DownloadGuard()
+    guard = DownloadGuard()
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
         with guard:  # torchvision's urllib download has no timeout of its own

@@ -45,7 +45,7 @@ from torch.utils._pytree import tree_map
 from .batching import index_batch, num_examples, validate_batch
 from .objective import Objective
 from .scores import time_bounded_coefficients
-from .training import Trajectory, _record_steps, batch_order
+from .training import Trajectory, record_steps, batch_order
 from .utils import pearson, progress, spearman
 
 __all__ = [
@@ -249,13 +249,13 @@ def perturbed_runs(
         raise ValueError(f"lr must be > 0, got {lr}")
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
-    obj._check_theta(theta0)
+    obj.check_theta(theta0)
     n, m = int(targets.shape[0]), int(zy.shape[0])
     e = _as_eps(eps, theta0.dtype, theta0.device)
     z_index = torch.arange(m, device=theta0.device).repeat_interleave(e.numel())
     eps_all = e.repeat(m)
     order = batch_order(n, steps, batch_size, seed)
-    record = _record_steps(steps, record_every)
+    record = record_steps(steps, record_every)
     if test is not None:
         _tensor_data(test, "test")
     if project is not None and (project.ndim != 2 or project.shape[0] != theta0.numel()):
@@ -263,7 +263,7 @@ def perturbed_runs(
 
     def step_loss(theta: Tensor, x1: Any, y1: Tensor, e1: Tensor, batch) -> Tensor:
         value = obj.loss(theta, batch)
-        z_loss = obj._losses(theta, _unsqueeze(x1), y1.unsqueeze(0)).sum()
+        z_loss = obj.losses(theta, _unsqueeze(x1), y1.unsqueeze(0)).sum()
         return value + e1 * z_loss
 
     step_grad = vmap(grad(step_loss), in_dims=(0, 0, 0, 0, None))
@@ -696,10 +696,10 @@ def linear_response(
     _tensor_data(z, "z")
     if lr <= 0:
         raise ValueError(f"lr must be > 0, got {lr}")
-    obj._check_theta(theta0)
+    obj.check_theta(theta0)
     n, m = int(targets.shape[0]), num_examples(z)
     order = batch_order(n, steps, batch_size, seed)
-    record = _record_steps(steps, record_every)
+    record = record_steps(steps, record_every)
     theta = theta0.detach().clone()
     delta = theta.new_zeros(m, theta.numel())
     deltas, thetas = [], []

@@ -447,11 +447,11 @@ class WindowCorrelations:
 
     def difference(self, a: str, b: str):
         """Paired interval of ``mean corr(a) − mean corr(b)`` over the window; ``.low > 0``: a is better."""
-        from .stats import Interval, _percentile
+        from .stats import Interval, percentile
 
         diff = self.replicates[a] - self.replicates[b]
         diff = diff[~np.isnan(diff)]
-        low, high = _percentile(diff, self.confidence)
+        low, high = percentile(diff, self.confidence)
         est = self.intervals[a].estimate - self.intervals[b].estimate
         return Interval(est, low, high, self.confidence, self.intervals[a].n)
 
@@ -486,9 +486,9 @@ def window_correlations(
     Raises:
         ValueError: no recorded horizon in the window, or a prediction of the wrong shape.
     """
-    from .stats import Interval, _check_boot, _correlation_replicates, _percentile
+    from .stats import Interval, check_boot, correlation_replicates, percentile
 
-    _check_boot(n_boot, confidence)
+    check_boot(n_boot, confidence)
     rows = [r for r, T in enumerate(steps) if T > 0 and window[0] <= T <= window[1]]
     if not rows:
         raise ValueError(f"no recorded step in the window {window}; recorded: {list(steps)}")
@@ -501,13 +501,13 @@ def window_correlations(
             raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
         xs += [pred[r].double().cpu().numpy() for r in rows]
         ys += [actual[r].double().cpu().numpy() for r in rows]
-    estimates, boot, n, _ = _correlation_replicates(xs, ys, method, "both", int(n_boot), int(seed))
+    estimates, boot, n, _ = correlation_replicates(xs, ys, method, "both", int(n_boot), int(seed))
     m = len(rows)
     intervals, replicates = {}, {}
     for i, name in enumerate(names):
         rep = boot[i * m:(i + 1) * m].mean(axis=0)  # NaN where any horizon's replicate is degenerate
         replicates[name] = rep
-        low, high = _percentile(rep[~np.isnan(rep)], confidence)
+        low, high = percentile(rep[~np.isnan(rep)], confidence)
         intervals[name] = Interval(float(np.mean(estimates[i * m:(i + 1) * m])), low, high, float(confidence), int(n))
     return WindowCorrelations(window=(int(window[0]), int(window[1])), horizons=[int(steps[r]) for r in rows],
                               method=method, intervals=intervals, replicates=replicates, confidence=float(confidence))

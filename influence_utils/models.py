@@ -85,7 +85,7 @@ def _n_outputs(n_classes: int) -> int:
     return 1 if n_classes == 2 else n_classes
 
 
-def _finish_logits(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
+def finish_logits(logits: torch.Tensor, n_classes: int) -> torch.Tensor:
     """Squeeze the single binary logit: ``[n, 1] -> [n]``; leave ``[n, C]`` alone."""
     return logits.squeeze(-1) if n_classes == 2 else logits
 
@@ -119,7 +119,7 @@ class LogisticRegression(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch: ``[n, ...] -> [n]`` or ``[n, C]``."""
-        return _finish_logits(self.linear(self.flatten(x)), self.n_classes)
+        return finish_logits(self.linear(self.flatten(x)), self.n_classes)
 
 
 def logistic_regression(n_features: int, n_classes: int = 2) -> LogisticRegression:
@@ -194,7 +194,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch: ``[n, ...] -> [n]`` or ``[n, C]``."""
-        return _finish_logits(self.head(self.body(self.flatten(x))), self.n_classes)
+        return finish_logits(self.head(self.body(self.flatten(x))), self.n_classes)
 
 
 # ---------------------------------------------------------------------------
@@ -202,7 +202,7 @@ class MLP(nn.Module):
 # ---------------------------------------------------------------------------
 
 
-def _norm(channels: int, norm: str, groups: int) -> nn.Module:
+def group_norm(channels: int, norm: str, groups: int) -> nn.Module:
     """GroupNorm with the largest group count <= ``groups`` dividing ``channels``, or Identity."""
     if norm == "none":
         return nn.Identity()
@@ -232,14 +232,14 @@ class BasicBlock(nn.Module):
         super().__init__()
         bias = norm == "none"
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
-        self.norm1 = _norm(out_channels, norm, groups)
+        self.norm1 = group_norm(out_channels, norm, groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, stride=1, padding=1, bias=bias)
-        self.norm2 = _norm(out_channels, norm, groups)
+        self.norm2 = group_norm(out_channels, norm, groups)
         self.act = nn.ReLU()
         if stride != 1 or in_channels != out_channels:
             self.shortcut: nn.Module = nn.Sequential(
                 nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=bias),
-                _norm(out_channels, norm, groups),
+                group_norm(out_channels, norm, groups),
             )
         else:
             self.shortcut = nn.Identity()
@@ -297,7 +297,7 @@ class ResNet(nn.Module):
         bias = norm == "none"
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=bias),
-            _norm(width, norm, groups),
+            group_norm(width, norm, groups),
             nn.ReLU(),
         )
         stages = []
@@ -317,7 +317,7 @@ class ResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for a batch of images: ``[n, C, H, W] -> [n, n_classes]``."""
         h = self.pool(self.stages(self.stem(x)))
-        return _finish_logits(self.head(self.flatten(h)), self.n_classes)
+        return finish_logits(self.head(self.flatten(h)), self.n_classes)
 
 
 # ---------------------------------------------------------------------------
@@ -415,7 +415,7 @@ class BertClassifier(nn.Module):
         return self.model.classifier(self.model.dropout(pooled))
 
 
-def _seeded(seed: int | None):
+def seeded(seed: int | None):
     """Context manager: fork the CPU RNG and seed it, or do nothing when ``seed`` is None."""
     import contextlib
 
@@ -482,7 +482,7 @@ def load_minilm_classifier(
     """
     from transformers import AutoModelForSequenceClassification
 
-    with _seeded(seed):
+    with seeded(seed):
         hf = AutoModelForSequenceClassification.from_pretrained(
             minilm_path(), num_labels=num_labels, attn_implementation="eager", local_files_only=True
         )
@@ -570,7 +570,7 @@ def bert_classifier_from_config(config, num_labels: int = 2, seed: int | None = 
 
     config = copy.deepcopy(config)
     config.num_labels = num_labels
-    with _seeded(seed):
+    with seeded(seed):
         hf = AutoModelForSequenceClassification.from_config(config, attn_implementation="eager")
     return BertClassifier(hf).eval()
 
@@ -623,11 +623,11 @@ def load_bert_base_classifier(
     """
     from transformers import AutoModelForSequenceClassification
 
-    from .data import _DownloadGuard
+    from .data import DownloadGuard
 
-    guard = _DownloadGuard()
+    guard = DownloadGuard()
     try:
-        with guard, _seeded(seed):
+        with guard, seeded(seed):
             hf = AutoModelForSequenceClassification.from_pretrained(
                 name, num_labels=num_labels, attn_implementation="eager"
             )
@@ -647,9 +647,9 @@ def load_bert_base_tokenizer(name: str = "bert-base-uncased"):
     """
     from transformers import AutoTokenizer
 
-    from .data import _DownloadGuard
+    from .data import DownloadGuard
 
-    guard = _DownloadGuard()
+    guard = DownloadGuard()
     try:
         with guard:
             return AutoTokenizer.from_pretrained(name)

@@ -41,7 +41,7 @@ from torch.func import grad, jvp, vmap
 from .batching import index_batch, validate_batch
 from .objective import Objective
 from .training import batch_order
-from .utils import _as_numpy, progress
+from .utils import as_numpy, progress
 
 __all__ = [
     "Sweep",
@@ -390,7 +390,7 @@ def linearized_removal(
     ones = torch.ones(n, dtype=theta0.dtype, device=theta0.device)
 
     def test_losses(w: Tensor) -> Tensor:
-        return obj._losses(run(start, w), t_inputs, t_targets)
+        return obj.losses(run(start, w), t_inputs, t_targets)
 
     tangents = torch.zeros(len(groups), n, dtype=theta0.dtype, device=theta0.device)
     for k, g in enumerate(groups):
@@ -405,7 +405,7 @@ def loglog_slope(x: Any, y: Any) -> float:
 
     Pairs where either is zero are skipped. A remainder that is second order in ε has slope 2.
     """
-    a, b = np.abs(_as_numpy(x)), np.abs(_as_numpy(y))
+    a, b = np.abs(as_numpy(x)), np.abs(as_numpy(y))
     if a.shape != b.shape:
         raise ValueError(f"x and y must have the same length, got {a.shape} and {b.shape}")
     keep = (a > 0) & (b > 0)
@@ -419,7 +419,7 @@ def linearity_break(eps: Any, relative_error: Any, threshold: float = 0.1) -> fl
 
     Returns ``inf`` when no ε in the sweep reaches it (linear over the whole range).
     """
-    e, r = np.abs(_as_numpy(eps)), _as_numpy(relative_error)
+    e, r = np.abs(as_numpy(eps)), as_numpy(relative_error)
     if e.shape != r.shape:
         raise ValueError(f"eps and relative_error must have the same length, got {e.shape} and {r.shape}")
     hit = e[r >= threshold]

@@ -23,7 +23,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-from .utils import _as_numpy, pearson, spearman
+from .utils import as_numpy, pearson, spearman
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,7 +86,7 @@ def scatter_predicted_actual(
     Returns:
         The matplotlib figure.
     """
-    x, y = _as_numpy(predicted), _as_numpy(actual)
+    x, y = as_numpy(predicted), as_numpy(actual)
     if ax is None:
         fig, ax = new_figure()
     else:
@@ -107,7 +107,7 @@ def scatter_predicted_actual(
 
 
 def _interval_arrays(**arrays: Any) -> dict[str, np.ndarray]:
-    out = {name: _as_numpy(a) for name, a in arrays.items()}
+    out = {name: as_numpy(a) for name, a in arrays.items()}
     lengths = {name: a.size for name, a in out.items()}
     if len(set(lengths.values())) != 1 or not next(iter(lengths.values())):
         raise ValueError(f"need non-empty arrays of one length, got lengths {lengths}")

@@ -53,7 +53,7 @@ __all__ = [
 GRADIENT_COPIES = 3
 
 
-def _budget_chunk(obj: Objective, data: Any, chunk_size: int | None) -> int | None:
+def budget_chunk(obj: Objective, data: Any, chunk_size: int | None) -> int | None:
     """``chunk_size`` capped by the memory budget of θ's device (:func:`~influence_utils.resources.chunk_size_for`).
 
     Chunks split the *training examples* only, so the scores are the same for any chunk size; on a
@@ -67,7 +67,7 @@ def _budget_chunk(obj: Objective, data: Any, chunk_size: int | None) -> int | No
 
 def _train_chunks(train: Any, chunk_size: int | None, obj: Objective):
     """Chunks of ``train`` of at most ``chunk_size`` examples and at most what the memory budget holds."""
-    for inputs, targets, _ in iter_chunks(train, _budget_chunk(obj, train, chunk_size), ordered=True):
+    for inputs, targets, _ in iter_chunks(train, budget_chunk(obj, train, chunk_size), ordered=True):
         yield inputs, targets
 
 
@@ -86,7 +86,7 @@ def _pair_matrix(
     With ``basis`` (``[p, r]``), ``left`` is ``[k, r]`` and the result is ``left @ (G_train V)ᵀ``.
     """
     total = None
-    chunk_size = _budget_chunk(obj, train, chunk_size)
+    chunk_size = budget_chunk(obj, train, chunk_size)
     if isinstance(train, (tuple, list)) and chunk_size:
         total = -(-num_examples(train) // chunk_size)
         if total <= 1 and show is None:

@@ -162,13 +162,15 @@ def _check_level(confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
 
 
-def _check_boot(n_boot: int, confidence: float) -> None:
+def check_boot(n_boot: int, confidence: float) -> None:
+    """Refuse a replicate count below the minimum, saying what to pass instead."""
     if int(n_boot) != n_boot or n_boot < _MIN_BOOT:
         raise ValueError(f"n_boot must be an integer >= {_MIN_BOOT} (2000 is a good default), got {n_boot}")
     _check_level(confidence)
 
 
-def _percentile(values: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The two-sided percentile interval ``(low, high)`` of bootstrap ``values`` at ``confidence``."""
     alpha = 1.0 - confidence
     low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
@@ -274,7 +276,7 @@ def _prepare_pairs(xs: Sequence[Any], ys: Sequence[Any], unit: str, method: str)
     return ax, ay, shape, n
 
 
-def _correlation_replicates(
+def correlation_replicates(
     xs: Sequence[Any], ys: Sequence[Any], method: str, unit: str, n_boot: int, seed: int
 ) -> tuple[list[float], np.ndarray, int, tuple]:
     """Full-data correlations and their bootstrap replicates ``[len(xs), n_boot]`` (NaN where a
@@ -340,12 +342,12 @@ def bootstrap_correlations(
     Returns:
         One :class:`Interval` per pair, in the order given.
     """
-    _check_boot(n_boot, confidence)
-    estimates, boot, n, shape = _correlation_replicates(xs, ys, method, unit, n_boot, seed)
+    check_boot(n_boot, confidence)
+    estimates, boot, n, shape = correlation_replicates(xs, ys, method, unit, n_boot, seed)
     out = []
     for i, est in enumerate(estimates):
         values = _check_degenerate(boot[i], n_boot, f"pair {i}", unit, shape)
-        low, high = _percentile(values, confidence)
+        low, high = percentile(values, confidence)
         out.append(Interval(est, low, high, float(confidence), int(n)))
     return out
 
@@ -391,11 +393,11 @@ def bootstrap_correlation_difference(
     Raises:
         ValueError: as :func:`bootstrap_correlation`.
     """
-    _check_boot(n_boot, confidence)
+    check_boot(n_boot, confidence)
     other = truth if truth_b is None else truth_b
-    estimates, boot, n, shape = _correlation_replicates([a, b], [truth, other], method, unit, n_boot, seed)
+    estimates, boot, n, shape = correlation_replicates([a, b], [truth, other], method, unit, n_boot, seed)
     values = _check_degenerate(boot[0] - boot[1], n_boot, "the difference", unit, shape)
-    low, high = _percentile(values, confidence)
+    low, high = percentile(values, confidence)
     return Interval(estimates[0] - estimates[1], low, high, float(confidence), int(n))
 
 
@@ -473,10 +475,10 @@ def bootstrap_mean(x: Any, *, n_boot: int = 2000, confidence: float = 0.95, seed
     Returns:
         :class:`Interval` with the sample mean, the percentile interval and ``n = len(x)``.
     """
-    _check_boot(n_boot, confidence)
+    check_boot(n_boot, confidence)
     a = _vector(x, "x")
     means = _boot_means(a, int(n_boot), np.random.default_rng(seed))
-    low, high = _percentile(means, confidence)
+    low, high = percentile(means, confidence)
     return Interval(float(a.mean()), low, high, float(confidence), int(a.size))
 
 
@@ -504,7 +506,7 @@ def bootstrap_mean_difference(
         :class:`Interval` of the difference; ``n`` is the number of units (``len(a) + len(b)``
         when not paired).
     """
-    _check_boot(n_boot, confidence)
+    check_boot(n_boot, confidence)
     va, vb = _vector(a, "a"), _vector(b, "b")
     if paired:
         if va.shape != vb.shape:
@@ -515,7 +517,7 @@ def bootstrap_mean_difference(
         return bootstrap_mean(va - vb, n_boot=n_boot, confidence=confidence, seed=seed)
     rng = np.random.default_rng(seed)
     diffs = _boot_means(va, int(n_boot), rng) - _boot_means(vb, int(n_boot), rng)
-    low, high = _percentile(diffs, confidence)
+    low, high = percentile(diffs, confidence)
     return Interval(float(va.mean() - vb.mean()), low, high, float(confidence), int(va.size + vb.size))
 
 

@@ -135,7 +135,7 @@ def _step_objective(obj: Objective, inputs: Any, targets: Tensor, order: Tensor 
         value = obj.loss(theta, batch, w)
         if perturbation is not None:
             (zx, zy), eps = perturbation
-            value = value + eps * obj._losses(theta, zx, zy).sum()
+            value = value + eps * obj.losses(theta, zx, zy).sum()
         if prox is not None:
             value = value + prox(theta)
         return value
@@ -171,7 +171,9 @@ class _Proximal:
         return _Proximal(obj, theta0, data, proximal, bregman)
 
 
-def _record_steps(steps: int, record_every: int | Sequence[int] | None) -> list[int]:
+def record_steps(steps: int, record_every: int | Sequence[int] | None) -> list[int]:
+    """The steps at which a run records θ: 0 and ``steps`` for ``None``, every ``record_every``
+    steps plus the last for an int, or the given steps (sorted, within ``[0, steps]``)."""
     if steps < 0 or int(steps) != steps:
         raise ValueError(f"steps must be a non-negative integer, got {steps}")
     if record_every is None:
@@ -244,7 +246,7 @@ def train(
         validate_batch(perturbation[0])
     order = batch_order(n, steps, batch_size, seed)
     prox = _Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
-    record = set(_record_steps(steps, record_every))
+    record = set(record_steps(steps, record_every))
     theta = theta0.detach().clone()
     thetas, at, losses = [], [], []
     for t in progress(range(steps), desc="training", total=steps, show=progress_bar):

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .models import BertClassifier, ResNet, _finish_logits, _norm
+from .models import BertClassifier, ResNet, finish_logits, group_norm
 from .utils import progress
 
 __all__ = [
@@ -51,7 +51,7 @@ __all__ = [
 # ---------------------------------------------------------------------------------- BERT
 
 
-def _layer_output(out: Any) -> Tensor:
+def layer_output(out: Any) -> Tensor:
     """``BertLayer`` returns a tensor (transformers >= 5) or a tuple whose first entry it is (4.x)."""
     return out[0] if isinstance(out, (tuple, list)) else out
 
@@ -146,7 +146,7 @@ class BertTop(nn.Module):
         """Logits ``[n, num_labels]`` from cached features ``hidden [n, L, H]``, ``mask [n, 1, 1, L]``."""
         mask = mask.to(hidden.dtype).clamp_min(torch.finfo(hidden.dtype).min)
         for layer in self.layers[:-1]:
-            hidden = _layer_output(layer(hidden, mask))
+            hidden = layer_output(layer(hidden, mask))
         cls = _bert_layer_cls(self.layers[-1], hidden, mask)
         return self.classifier(self.dropout(self.pooler(cls)))
 
@@ -171,7 +171,7 @@ def _bert_trunk(classifier: BertClassifier, inputs: dict, n_layers: int, chunk_s
         mask = classifier.extended_attention_mask(attention[s : s + chunk_size].to(device), dtype)
         h = bert.embeddings(input_ids=x, token_type_ids=torch.zeros_like(x))
         for layer in bert.encoder.layer[:first]:
-            h = _layer_output(layer(h, mask))
+            h = layer_output(layer(h, mask))
         hidden.append(h)
         masks.append(mask)
     return torch.cat(hidden), torch.cat(masks)
@@ -229,7 +229,7 @@ class ResNetTop(nn.Module):
         for block in self.blocks:
             h = block(h)
         logits = self.head(torch.flatten(self.pool(h), 1))
-        return _finish_logits(logits, self.n_classes) if self.n_classes is not None else logits
+        return finish_logits(logits, self.n_classes) if self.n_classes is not None else logits
 
 
 @torch.no_grad()
@@ -318,10 +318,10 @@ def cifar_resnet18(n_classes: int = 10, in_channels: int = 3, groups: int = 32, 
     """
     from torchvision.models import resnet18
 
-    from .models import _seeded
+    from .models import seeded
 
-    with _seeded(seed):
-        model = resnet18(num_classes=n_classes, norm_layer=lambda c: _norm(c, "group", groups))
+    with seeded(seed):
+        model = resnet18(num_classes=n_classes, norm_layer=lambda c: group_norm(c, "group", groups))
         model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
     for m in model.modules():  # in-place activations are not needed and confuse functional transforms

@@ -70,7 +70,8 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, sh
     return iter(tqdm(iterable, desc=desc, total=total, leave=False))
 
 
-def _as_numpy(x) -> np.ndarray:
+def as_numpy(x) -> np.ndarray:
+    """A tensor (any device, any dtype) or array-like as a float64 NumPy array, detached and on the host."""
     if isinstance(x, Tensor):
         x = x.detach().cpu().to(torch.float64).numpy()
     return np.asarray(x, dtype=np.float64).ravel()
@@ -78,7 +79,7 @@ def _as_numpy(x) -> np.ndarray:
 
 def pearson(x, y) -> float:
     """Pearson correlation of two equally long arrays (flattened)."""
-    a, b = _as_numpy(x), _as_numpy(y)
+    a, b = as_numpy(x), as_numpy(y)
     if a.shape != b.shape or a.size < 2:
         raise ValueError(f"need two arrays of the same length >= 2, got {a.shape} and {b.shape}")
     a, b = a - a.mean(), b - b.mean()
@@ -90,4 +91,4 @@ def spearman(x, y) -> float:
     """Spearman rank correlation (Pearson of average ranks, ties handled)."""
     from scipy.stats import rankdata
 
-    return pearson(rankdata(_as_numpy(x)), rankdata(_as_numpy(y)))
+    return pearson(rankdata(as_numpy(x)), rankdata(as_numpy(y)))

@@ -315,7 +315,7 @@ def test_guard_restores_globals_even_on_error():
         pass
     n_hooks = None if hooks is None else len(hooks)
     with pytest.raises(KeyError):
-        with D._DownloadGuard(3.0) as guard:
+        with D.DownloadGuard(3.0) as guard:
             assert socket.getdefaulttimeout() == 3.0
             if hooks is not None:
                 assert len(hooks) == n_hooks + 1

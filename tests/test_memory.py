@@ -8,6 +8,7 @@ import torch
 
 import influence_utils as iu
 from influence_utils import correction as cr
+from influence_utils import estimates as es
 from influence_utils import resources as rs
 from influence_utils import scores as sc
 
@@ -158,25 +159,25 @@ HOST_BYTES = 12 * 10**9  # free Colab: 12.7 GB of RAM
 
 @pytest.mark.parametrize("chapter", [f"ch{i}" for i in range(1, 10)])
 def test_full_profile_fits_a_16gb_gpu_and_12gb_of_host_ram(chapter):
-    est = rs.estimate_peak_memory(iu.get_config("full"), chapter)
+    est = es.estimate_peak_memory(iu.get_config("full"), chapter)
     assert est.device_bytes <= GPU_BYTES, str(est)
     assert est.host_bytes <= HOST_BYTES, str(est)
-    assert est.dominant in est.terms and est.device_bytes > 0 and est.host_bytes >= rs.HOST_BASELINE
+    assert est.dominant in est.terms and est.device_bytes > 0 and est.host_bytes >= es.HOST_BASELINE
 
 
 def test_the_estimate_is_not_vacuous():
     """Chapter 8's former by-hand cell held every training example's gradient of ResNet-18's θ: 189 GB."""
     cfg = iu.get_config("full")
-    est = rs.estimate_peak_memory(cfg, "ch8")
+    est = es.estimate_peak_memory(cfg, "ch8")
     p, _ = iu.checkpoints.parameter_counts(cfg.ch7.resnet, 10)
     old = dict(est.terms, **{"image: per-example gradient matrix n × p": (cfg.ch7.resnet.n_train * p * 4, 0)})
-    worse = rs._combine("ch8", old)
+    worse = es._combine("ch8", old)
     assert worse.device_bytes > 150 * 10**9 > GPU_BYTES
     assert worse.dominant == "image: per-example gradient matrix n × p"
     # and the full profile asks for more than the quick one in every chapter
     quick = iu.get_config("quick")
     for ch in range(1, 10):
-        assert rs.estimate_peak_memory(cfg, ch).device_bytes >= rs.estimate_peak_memory(quick, ch).device_bytes
+        assert es.estimate_peak_memory(cfg, ch).device_bytes >= es.estimate_peak_memory(quick, ch).device_bytes
 
 
 def test_quick_seconds_are_the_recorded_runs():
@@ -187,20 +188,20 @@ def test_quick_seconds_are_the_recorded_runs():
         rec = json.loads(path.read_text())["metadata"].get("influence_utils", {}).get("execution")
         if rec and rec.get("profile") == "quick" and not rec.get("machine", {}).get("gpu"):
             ch = f"ch{int(path.name[:2])}"
-            assert 0.5 < rs.QUICK_SECONDS[ch] / rec["seconds"] < 2, (ch, rec["seconds"])
+            assert 0.5 < es.QUICK_SECONDS[ch] / rec["seconds"] < 2, (ch, rec["seconds"])
 
 
 def test_time_estimate_grows_with_the_work_and_is_faster_on_a_gpu_where_the_chapter_uses_it():
     full, quick = iu.get_config("full"), iu.get_config("quick")
     for ch in range(1, 10):
-        t = rs.estimate_time(ch, full)
-        if rs.runs_on_device(ch, "ResNet"):  # chapters 3 (its ResNet), 7 and 8 put their work on the GPU
-            assert rs.QUICK_SECONDS[t.chapter] < t.gpu_seconds < t.cpu_seconds / 10
+        t = es.estimate_time(ch, full)
+        if es.runs_on_device(ch, "ResNet"):  # chapters 3 (its ResNet), 7 and 8 put their work on the GPU
+            assert es.QUICK_SECONDS[t.chapter] < t.gpu_seconds < t.cpu_seconds / 10
         else:  # the small float64 chapters run on the CPU of a GPU runtime too
-            assert rs.QUICK_SECONDS[t.chapter] < t.gpu_seconds == t.cpu_seconds
-        assert t.flops > rs.estimate_time(ch, quick).flops
+            assert es.QUICK_SECONDS[t.chapter] < t.gpu_seconds == t.cpu_seconds
+        assert t.flops > es.estimate_time(ch, quick).flops
     with pytest.raises(ValueError, match="'ch1'"):
-        rs.estimate_time("ch10")
+        es.estimate_time("ch10")
 
 
 def test_full_profile_on_a_cpu_only_runtime_warns_once_with_the_estimate(monkeypatch):
@@ -233,10 +234,10 @@ def test_the_readmes_full_profile_promise_matches_the_estimates():
     gib = float(re.search(r"at most ([\d.]+) GiB of GPU memory", readme).group(1))
     chapter = int(re.search(r"GiB of GPU memory \(chapter (\d)", readme).group(1))
     full = iu.get_config("full")
-    total = sum(rs.estimate_time(ch, full).gpu_seconds for ch in range(1, 10)) / 3600
+    total = sum(es.estimate_time(ch, full).gpu_seconds for ch in range(1, 10)) / 3600
     assert round(total) == hours, f"the README says about {hours:g} h; the estimate is {total:.1f} h"
-    device = {ch: rs.estimate_peak_memory(full, ch).device_bytes for ch in (7, 8) + (3,)}
+    device = {ch: es.estimate_peak_memory(full, ch).device_bytes for ch in (7, 8) + (3,)}
     worst = max(device, key=device.get)
     assert worst == chapter and abs(device[worst] / 2**30 - gib) < 0.05, (device, gib)
-    assert rs.runs_on_device(7) and rs.runs_on_device(8) and rs.runs_on_device(3, "ResNet HVPs")
-    assert not any(rs.runs_on_device(ch) for ch in (1, 2, 4, 5, 6, 9))
+    assert es.runs_on_device(7) and es.runs_on_device(8) and es.runs_on_device(3, "ResNet HVPs")
+    assert not any(es.runs_on_device(ch) for ch in (1, 2, 4, 5, 6, 9))

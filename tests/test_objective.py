@@ -167,7 +167,7 @@ def test_projections_by_forward_mode_equal_the_projected_per_example_gradients(m
     obj, theta, train, _ = mlp
     V = torch.linalg.qr(torch.randn(obj.p, rank, dtype=torch.float64, generator=torch.Generator().manual_seed(1)))[0]
     expected = obj.per_example_grads(theta, train) @ V
-    for method in ("jvp", "grad", "auto"):
+    for method in ("jvp", "grad", "kron", "auto"):
         torch.testing.assert_close(obj.per_example_projections(theta, train, V, method=method), expected,
                                    rtol=1e-10, atol=1e-12)
     conv, data = _tiny_convnet()
@@ -177,31 +177,90 @@ def test_projections_by_forward_mode_equal_the_projected_per_example_gradients(m
                                conv.per_example_grads(theta_c, data) @ W, rtol=1e-10, atol=1e-12)
 
 
-def test_projections_choose_forward_mode_only_for_dense_models_and_few_columns(mlp, monkeypatch):
-    """"auto" takes forward mode for an MLP at r ≤ min(√p / 2, JVP_MAX_RANK) and reverse mode for
-    a conv net (forward mode through convolutions measured 20–40x slower) or more columns."""
+class _SharedSequenceNet(nn.Module):
+    """Linear layers only, applied to every position of a sequence ``[n, s, d]`` and one of them
+    twice (weight sharing): each example's gradient sums over positions and over the two calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(4, 5), nn.Linear(5, 5, bias=False), nn.Linear(5, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.mid(torch.tanh(self.mid(torch.tanh(self.inp(x))))))
+        return self.out(h.mean(1))
+
+
+class _BatchCentred(nn.Module):
+    """Linear layers only, but the examples of a batch interact (centred by the batch mean)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.b(h - h.mean(0, keepdim=True))
+
+
+@pytest.mark.parametrize("params", [None, ["mid.weight", "out.bias"]])
+def test_kron_projections_sum_over_positions_calls_and_selected_parameters(params, monkeypatch):
+    """"kron" equals the explicit gradients times V for sequence inputs, a layer called twice, a
+    θ that holds only some parameters, and column blocks smaller than the basis."""
+    from influence_utils import objective as objective_module
+
+    torch.manual_seed(0)
+    obj = iu.Objective(_SharedSequenceNet().double(), iu.per_example_cross_entropy, params=params)
+    x, y = torch.randn(9, 6, 4, dtype=torch.float64), torch.randint(0, 3, (9,))
+    theta = obj.theta()
+    V = torch.randn(obj.p, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    expected = obj.per_example_grads(theta, (x, y)) @ V
+    torch.testing.assert_close(obj.per_example_projections(theta, (x, y), V, method="kron"), expected,
+                               rtol=1e-10, atol=1e-12)
+    monkeypatch.setattr(objective_module, "KRON_FLOATS", 9 * 6 * 5 * 2)  # blocks of 2 columns
+    torch.testing.assert_close(obj.per_example_projections(theta, (x, y), V, method="kron"), expected,
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_kron_projections_fall_back_when_the_examples_of_a_batch_interact():
+    """The first-example check catches a model that mixes examples: "auto" falls back to the
+    per-example gradients (the right answer), an explicit "kron" refuses."""
+    torch.manual_seed(0)
+    obj = iu.Objective(_BatchCentred().double(), iu.per_example_cross_entropy)
+    x, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    theta = obj.theta()
+    V = torch.randn(obj.p, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    assert obj.dense
+    torch.testing.assert_close(obj.per_example_projections(theta, (x, y), V),
+                               obj.per_example_grads(theta, (x, y)) @ V, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="disagrees with the per-example gradients.*use method='grad'"):
+        obj.per_example_projections(theta, (x, y), V, method="kron")
+
+
+def test_projections_choose_kron_only_for_dense_models(mlp, monkeypatch):
+    """"auto" takes the Kronecker-structured path for an MLP, at any number of columns, and the
+    per-example gradients for a conv net; "kron" on a conv net is refused."""
     from influence_utils import objective as objective_module
 
     obj, theta, train, _ = mlp
     conv, data = _tiny_convnet()
     assert obj.dense and not conv.dense
     calls = []
-    original = objective_module.Objective._projections_jvp
-    monkeypatch.setattr(objective_module.Objective, "_projections_jvp",
+    original = objective_module.Objective._projections_kron
+    monkeypatch.setattr(objective_module.Objective, "_projections_kron",
                         lambda self, *a: calls.append(self) or original(self, *a))
     obj.per_example_projections(theta, train, torch.zeros(obj.p, 3, dtype=torch.float64))
-    assert calls == [obj]
+    obj.per_example_projections(theta, train, torch.zeros(obj.p, 60, dtype=torch.float64))
     conv.per_example_projections(conv.theta(), data, torch.zeros(conv.p, 3, dtype=torch.float64))
-    assert 3 <= obj.p**0.5 / 2 < 5  # p = 86
-    obj.per_example_projections(theta, train, torch.zeros(obj.p, 5, dtype=torch.float64))
-    assert calls == [obj]  # neither the conv net nor the wide basis went through forward mode
+    assert calls == [obj, obj]
+    with pytest.raises(ValueError, match="method='kron' needs every module.*nn.Linear"):
+        conv.per_example_projections(conv.theta(), data, torch.zeros(conv.p, 3, dtype=torch.float64), method="kron")
 
 
 def test_projections_refuse_a_bad_basis_or_method(mlp):
     obj, theta, train, _ = mlp
     with pytest.raises(ValueError, match=rf"basis must be \[p={obj.p}, r\], got \(3, 2\)"):
         obj.per_example_projections(theta, train, torch.zeros(3, 2, dtype=torch.float64))
-    with pytest.raises(ValueError, match="method must be 'auto', 'jvp' or 'grad', got 'fast'"):
+    with pytest.raises(ValueError, match="method must be 'auto', 'jvp', 'grad' or 'kron', got 'fast'"):
         obj.per_example_projections(theta, train, torch.zeros(obj.p, 2, dtype=torch.float64), method="fast")
 
 

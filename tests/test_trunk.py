@@ -68,7 +68,7 @@ def test_bert_cls_only_last_layer_equals_hf_layer():
     inputs, _ = _text_batch()
     hidden, mask = trunk.trunk_features(model, inputs, 1)
     layer = model.model.bert.encoder.layer[-1]
-    full = trunk._layer_output(layer(hidden, mask))
+    full = trunk.layer_output(layer(hidden, mask))
     torch.testing.assert_close(trunk._bert_layer_cls(layer, hidden, mask), full[:, :1], rtol=1e-12, atol=1e-12)
 
 

@@ -13,7 +13,7 @@ notebook started as a copy of another), or no longer matches its code and output
 some other way since) is listed as "not recorded": run ``make notebooks NOTEBOOKS=...``.
 
 The last column gives each chapter's full-profile time: a recorded full run's, or until one is
-recorded the estimate of :func:`influence_utils.resources.estimate_time` on a T4-class GPU.
+recorded the estimate of :func:`influence_utils.estimates.estimate_time` on a T4-class GPU.
 
 Usage in a MyST page::
 
@@ -81,7 +81,7 @@ def full_profile_cell(stem: str, rec: dict | None) -> str:
     """The full-profile column: a recorded full run's time, else the estimate on a T4-class GPU."""
     if rec is not None and rec.get("profile") == "full":
         return _duration(float(rec.get("seconds", 0)))
-    from influence_utils.resources import estimate_time
+    from influence_utils.estimates import estimate_time
 
     minutes = estimate_time(f"ch{int(stem[:2])}").gpu_seconds / 60
     return f"estimate: ~{minutes:.0f} min (T4)" if minutes >= 1 else "estimate: < 1 min (T4)"
