@@ -100,6 +100,7 @@ test: check-chromium venv
 	@$(MAKE) --no-print-directory test-browser
 
 test-package: venv
+	$(PY) -m ruff check influence_utils tests benchmarks
 	$(TOOL_ENV) $(PY) -m pytest tests
 
 # Each notebook is executed once, by nbval, against the outputs committed with it.

@@ -667,7 +667,9 @@ def _captum(ctx) -> tuple[list[Method], dict]:
 
     try:
         from captum.influence import NaiveInfluenceFunction, TracInCP
-        from captum.influence._core.arnoldi_influence_function import ArnoldiInfluenceFunction  # not re-exported
+        from captum.influence._core.arnoldi_influence_function import (
+            ArnoldiInfluenceFunction,  # not re-exported
+        )
     except ImportError as err:  # pragma: no cover
         return [], {"captum": {"library": "captum", "error": f"captum not importable: {err}"}}
     model, spec, test = ctx.model, ctx.spec, ctx.test

@@ -52,7 +52,7 @@ def test_rounds_are_interleaved(smoke):
     """Round r runs every method once, in the recorded order, before round r + 1 starts."""
     res, stdout = smoke
     order = res["models"][0]["order"][1:]
-    seen, rounds = [], []
+    rounds = []
     for line in stdout.splitlines():
         if re.match(r"\s*round \d+/\d+", line):
             rounds.append([])

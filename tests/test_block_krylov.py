@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 import influence_utils as iu
-from influence_utils.solvers import FewerEigenpairsWarning
-
 from conftest import _make_binary
+from influence_utils.solvers import FewerEigenpairsWarning
 
 BLOCKS = (1, 2, 4, 8)
 

@@ -51,7 +51,7 @@ def _loop_grads(model, names, x, y):
     out = {k: [] for k in names}
     for i in range(len(y)):
         model.zero_grad(set_to_none=True)
-        xi = torch.utils._pytree.tree_map(lambda t: t[i : i + 1], x)
+        xi = torch.utils._pytree.tree_map(lambda t, i=i: t[i : i + 1], x)
         logits = model(**xi) if isinstance(xi, dict) else model(xi)
         gs = torch.autograd.grad(_loss(logits, y[i : i + 1]), [params[k] for k in names])
         for k, g in zip(names, gs):
