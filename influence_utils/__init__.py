@@ -14,11 +14,38 @@ Quick start::
     scores = iu.influence(obj, theta, solver, train=train, test=test)   # [n_test, n_train]
 """
 
-from . import batching, cache, checkpoints, config, correction, curvature, data, diagnostics, divergence, estimates, explore, fading, models, objective, perturbation, plotting, resources, scores, solver_study, solvers, standin, stats, training, trunk, utils
+from . import (
+    batching,
+    cache,
+    checkpoints,
+    config,
+    correction,
+    curvature,
+    data,
+    diagnostics,
+    divergence,
+    estimates,
+    explore,
+    fading,
+    models,
+    objective,
+    perturbation,
+    plotting,
+    resources,
+    scores,
+    solver_study,
+    solvers,
+    standin,
+    stats,
+    training,
+    trunk,
+    utils,
+)
 from .cache import CacheMismatchError, cached
 from .config import Config, FullProfileOnCPUWarning, get_config
-from .data import load_dataset
 from .curvature import SpectrumSummary, plot_spectrum, spectrum_summary, with_damping
+from .data import load_dataset
+from .diagnostics import Diagnosis, diagnose
 from .divergence import (
     GrowthFit,
     GrowthModels,
@@ -34,9 +61,13 @@ from .divergence import (
     perturbed_runs,
     tracin_vs_steps,
 )
-from .diagnostics import Diagnosis, diagnose
 from .fading import FadingStudy, fading_study, log_steps
-from .objective import Objective, per_example_cross_entropy, per_example_squared_error
+from .objective import (
+    Objective,
+    per_example_cross_entropy,
+    per_example_squared_error,
+    predict_labels,
+)
 from .perturbation import (
     Sweep,
     epsilon_sweep,
@@ -58,12 +89,19 @@ from .solvers import (
     ArnoldiSolver,
     CGSolver,
     ConvergenceWarning,
-    FewerEigenpairsWarning,
     ExactSolver,
+    FewerEigenpairsWarning,
     LissaDivergenceError,
     LissaSolver,
 )
-from .training import Trajectory, loss_changes, minimize_newton, paired_runs, retrain_without, train
+from .training import (
+    Trajectory,
+    loss_changes,
+    minimize_newton,
+    paired_runs,
+    retrain_without,
+    train,
+)
 from .utils import pearson, seed_everything, spearman
 
 __version__ = "0.1.0"
@@ -73,6 +111,7 @@ __all__ = [
     "Objective",
     "per_example_cross_entropy",
     "per_example_squared_error",
+    "predict_labels",
     # solvers
     "ExactSolver",
     "CGSolver",
@@ -148,6 +187,7 @@ __all__ = [
     "curvature",
     "data",
     "diagnostics",
+    "divergence",
     "estimates",
     "explore",
     "fading",
@@ -159,6 +199,7 @@ __all__ = [
     "scores",
     "solver_study",
     "solvers",
+    "standin",
     "stats",
     "training",
     "trunk",

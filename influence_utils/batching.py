@@ -13,15 +13,20 @@ batch by batch as it comes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Union
 
 import torch
 from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
-__all__ = ["num_examples", "iter_chunks", "index_batch", "validate_batch", "to_device", "check_iterable",
+__all__ = ["Data", "num_examples", "iter_chunks", "index_batch", "subset", "validate_batch", "to_device", "check_iterable",
            "named_tensors"]
+
+#: The data every function of the package takes. Either a tuple ``(inputs, targets)``, with
+#: ``inputs`` a tensor ``[n, ...]`` (or a tuple or dict of them) and ``targets`` ``[n, ...]``, or a
+#: ``DataLoader`` (any re-iterable) that yields such tuples in a fixed order.
+Data = Union[tuple[Any, Tensor], Iterable[tuple[Any, Tensor]]]
 
 
 def _leading_dims(inputs: Any) -> list[int]:
@@ -86,7 +91,18 @@ def index_batch(inputs: Any, index: Tensor | slice) -> Any:
     return tree_map(lambda t: t[index], inputs)
 
 
-def check_iterable(data: Any, ordered: bool = False) -> None:
+def subset(data: Data, index: Tensor | slice | Sequence[int]) -> tuple[Any, Tensor]:
+    """The examples ``index`` of tensor data ``(inputs, targets)``, as ``(inputs, targets)``.
+
+    ``index``: a slice, an index tensor or a list of indices (moved to the targets' device).
+    """
+    inputs, targets = data
+    if not isinstance(index, slice):
+        index = torch.as_tensor(index, dtype=torch.long, device=targets.device)
+    return index_batch(inputs, index), targets[index]
+
+
+def check_iterable(data: Data, ordered: bool = False) -> None:
     """Refuse data that would give a silently wrong answer when read batch by batch.
 
     * A one-shot iterator (a generator, ``iter(loader)``) is used up by its first pass, so every
@@ -127,7 +143,7 @@ def check_iterable(data: Any, ordered: bool = False) -> None:
             )
 
 
-def num_examples(data: Any) -> int:
+def num_examples(data: Data) -> int:
     """Number of examples in ``data`` (a ``(inputs, targets)`` pair or a DataLoader)."""
     if isinstance(data, (tuple, list)):
         _, targets = validate_batch(data)
@@ -140,7 +156,7 @@ def num_examples(data: Any) -> int:
 
 
 def iter_chunks(
-    data: Any, chunk_size: int | None = None, weights: Tensor | None = None, ordered: bool = False
+    data: Data, chunk_size: int | None = None, weights: Tensor | None = None, ordered: bool = False
 ) -> Iterator[tuple[Any, Tensor, Tensor | None]]:
     """Yield ``(inputs, targets, weights)`` chunks of at most ``chunk_size`` examples.
 

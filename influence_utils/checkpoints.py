@@ -103,12 +103,7 @@ class TopLayerCheckpoint:
     def accuracy(self, theta: Tensor | None = None, data: tuple | None = None) -> float:
         """Accuracy of the model at ``theta`` (default: the checkpoint) on ``data`` (default: test)."""
         theta = self.theta if theta is None else theta
-        x, y = self.test if data is None else data
-        with torch.no_grad():
-            logits = torch.cat([self.objective.forward(theta, _index(x, slice(s, s + 256)))
-                                for s in range(0, y.shape[0], 256)])
-        pred = (logits > 0).long() if logits.ndim == 1 else logits.argmax(-1)
-        return float((pred == y.to(pred.device)).double().mean())
+        return self.objective.accuracy(theta, self.test if data is None else data)
 
     def __repr__(self) -> str:
         return (f"TopLayerCheckpoint(model={self.task.model!r}, dataset={self.task.dataset!r}, "

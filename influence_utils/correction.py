@@ -56,17 +56,22 @@ from torch import Tensor
 from torch.func import grad, vmap
 from torch.utils._pytree import tree_map
 
-from .batching import index_batch, validate_batch
-from .objective import Objective
-from .scores import gradient_cosine, gradient_dot, influence, time_bounded_influence, tracin
-from .solvers import ArnoldiSolver
+from .batching import Data, index_batch, subset, validate_batch
+from .objective import Objective, predict_labels
+from .scores import (
+    gradient_cosine,
+    gradient_dot,
+    influence,
+    time_bounded_influence,
+    tracin,
+)
+from .solvers import ArnoldiSolver, Solver
 from .stats import bootstrap_mean, holm, mcnemar_exact, sign_test, wilson_interval
 from .training import retrain_without
 from .utils import check_learning_rate, progress
 
 __all__ = [
     "METHODS",
-    "predict_labels",
     "mispredicted",
     "sample_mispredicted",
     "helpful_scores",
@@ -102,19 +107,6 @@ _ROW_COLUMNS = [
 
 
 # --------------------------------------------------------------------------- predictions
-def predict_labels(logits: Tensor) -> Tensor:
-    """Predicted class under the package's logit convention, ``[n]`` int64.
-
-    One logit per example (``[n]``, binary): class 1 where the logit is positive. ``[n, C]``: the
-    argmax.
-    """
-    if logits.ndim == 1:
-        return (logits > 0).long()
-    if logits.ndim == 2:
-        return logits.argmax(-1)
-    raise ValueError(f"logits must be [n] (binary) or [n, C], got shape {tuple(logits.shape)}")
-
-
 def _labels(targets: Tensor) -> Tensor:
     if targets.ndim != 1:
         raise ValueError(f"targets must be class labels [n], got shape {tuple(targets.shape)}")
@@ -126,7 +118,7 @@ def _labels(targets: Tensor) -> Tensor:
     return targets.long()
 
 
-def mispredicted(obj: Objective, theta: Tensor, data: Any) -> Tensor:
+def mispredicted(obj: Objective, theta: Tensor, data: Data) -> Tensor:
     """Indices of the examples in ``data`` whose prediction at ``theta`` is not their label, ``[m]``."""
     inputs, targets = validate_batch(data)
     with torch.no_grad():
@@ -134,7 +126,7 @@ def mispredicted(obj: Objective, theta: Tensor, data: Any) -> Tensor:
     return (pred != _labels(targets).to(pred.device)).nonzero().flatten().cpu()
 
 
-def sample_mispredicted(obj: Objective, theta: Tensor, data: Any, n: int, *, n_heldout: int,
+def sample_mispredicted(obj: Objective, theta: Tensor, data: Data, n: int, *, n_heldout: int,
                         seed: int = 0) -> tuple[Tensor, Tensor]:
     """A fixed sample of mis-predicted examples and a disjoint held-out set, by index into ``data``.
 
@@ -193,10 +185,10 @@ def helpful_scores(
     method: str,
     obj: Objective,
     theta: Tensor,
-    train: Any,
-    test: Any,
+    train: Data,
+    test: Data,
     *,
-    solver: Any = None,
+    solver: Solver | None = None,
     horizon: int | None = None,
     lr: float | None = None,
     checkpoints: Sequence[Tensor] | None = None,
@@ -346,9 +338,9 @@ def _forward_all(obj: Objective, theta: Tensor, inputs: Any, n: int, chunk: int)
 def correct(
     obj: Objective,
     theta: Tensor,
-    train: Any,
-    test: Any,
-    heldout: Any,
+    train: Data,
+    test: Data,
+    heldout: Data,
     selections: Mapping[str, Tensor],
     *,
     ks: Sequence[int],
@@ -409,14 +401,34 @@ def correct(
     """
     import pandas as pd
 
-    train_x, train_y = validate_batch(train)
-    test_x, test_y = validate_batch(test)
-    heldout_x, heldout_y = validate_batch(heldout)
+    ks_, steps_, ids = _check_correction(train, test, heldout, selections, ks, steps, lr, self_reference, test_ids,
+                                         chunk, eval_chunk)
+    before = _before(obj, theta, test, heldout, eval_chunk)
+    jobs = _correction_jobs(train, test, selections, ks_, self_reference)
+    results = _fine_tune(obj, theta, test, heldout, jobs, steps_, lr, obj.weight_decay if weight_decay else 0.0,
+                         chunk, eval_chunk, progress_bar)
+    rows = []
+    for (name, k_list, _, _), parts in zip(jobs, results):
+        rows.extend(_correction_rows(name, k_list, parts, before, steps_, ids))
+    frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
+    order = {name: r for r, name in enumerate([*selections, "self"])}
+    frame = frame.sort_values(["method", "k", "s", "example"], key=lambda c: c.map(order) if c.name == "method" else c,
+                              kind="stable").reset_index(drop=True)
+    return frame
+
+
+def _check_correction(train: Data, test: Data, heldout: Data, selections: Mapping[str, Tensor], ks: Sequence[int],
+                      steps: Sequence[int], lr: float, self_reference: bool, test_ids: Sequence[int] | None,
+                      chunk: int, eval_chunk: int) -> tuple[list[int], list[int], list[int]]:
+    """:func:`correct`'s input checks; returns the grids ``ks`` and ``steps`` and the example ids."""
+    _, train_y = validate_batch(train)
+    _, test_y = validate_batch(test)
+    validate_batch(heldout)
     ks_, steps_ = _check_grid("ks", ks), _check_grid("steps", steps)
     check_learning_rate(lr)
     if chunk < 1 or eval_chunk < 1:
         raise ValueError("chunk and eval_chunk must be >= 1")
-    n_train, n_test, n_h = int(train_y.shape[0]), int(test_y.shape[0]), int(heldout_y.shape[0])
+    n_train, n_test = int(train_y.shape[0]), int(test_y.shape[0])
     if n_test == 0:
         raise ValueError("test is empty: pass the mis-predicted test examples to correct")
     ids = list(range(n_test)) if test_ids is None else [int(i) for i in test_ids]
@@ -435,9 +447,16 @@ def correct(
             )
         if sel.min() < 0 or sel.max() >= n_train:
             raise ValueError(f"selections[{name!r}] has indices outside [0, {n_train})")
+    return ks_, steps_, ids
 
+
+def _before(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk: int) -> dict[str, Tensor]:
+    """Predictions and losses at the checkpoint (on the host): the test examples, which must all be
+    mis-predicted, and the held-out set."""
+    test_x, test_y = validate_batch(test)
+    heldout_x, heldout_y = validate_batch(heldout)
     labels = _labels(test_y)
-    test_logits0 = _forward_all(obj, theta, test_x, n_test, eval_chunk)
+    test_logits0 = _forward_all(obj, theta, test_x, int(test_y.shape[0]), eval_chunk)
     pred0 = predict_labels(test_logits0).cpu()
     already = (pred0 == labels.cpu()).nonzero().flatten()
     if len(already):
@@ -447,71 +466,84 @@ def correct(
         )
     with torch.no_grad():
         loss0 = obj.loss_fn(test_logits0, test_y).cpu()
-        h_logits0 = _forward_all(obj, theta, heldout_x, n_h, eval_chunk)
+        h_logits0 = _forward_all(obj, theta, heldout_x, int(heldout_y.shape[0]), eval_chunk)
         h_loss0 = obj.loss_fn(h_logits0, heldout_y).cpu()
     h_labels = _labels(heldout_y).cpu()
-    h_right0 = predict_labels(h_logits0).cpu() == h_labels
+    return {"labels": labels, "pred": pred0, "loss": loss0, "h_labels": h_labels,
+            "h_right": predict_labels(h_logits0).cpu() == h_labels, "h_loss": h_loss0}
 
-    wd = obj.weight_decay if weight_decay else 0.0
-    run = vmap(_runner(obj, float(lr), wd, steps_, heldout_x, heldout_y, eval_chunk),
-               in_dims=(None, 0, 0, 0, 0))
 
-    # jobs: (method, k, [n_test, k] inputs/targets of the fine-tuning sets)
+def _correction_jobs(train: Data, test: Data, selections: Mapping[str, Tensor], ks: list[int],
+                     self_reference: bool) -> list[tuple[str, list[int], Any, Tensor]]:
+    """``(method, ks it stands for, [n_test, k, ...] inputs, [n_test, k] targets)`` of the fine-tuning sets."""
+    train_x, train_y = validate_batch(train)
+    test_x, test_y = validate_batch(test)
     jobs = []
     for name, sel in selections.items():
-        for k in ks_:
+        for k in ks:
             idx = sel[:, :k].cpu()
             jobs.append((name, [k], _stack_rows(train_x, idx), train_y[idx]))
     if self_reference:
         self_x = tree_map(lambda t: t.unsqueeze(1), test_x)  # [n_test, 1, ...]
-        jobs.append(("self", ks_, self_x, test_y.unsqueeze(1)))
+        jobs.append(("self", ks, self_x, test_y.unsqueeze(1)))
+    return jobs
+
+
+def _fine_tune(obj: Objective, theta: Tensor, test: Data, heldout: Data, jobs: list, steps: list[int], lr: float,
+               wd: float, chunk: int, eval_chunk: int, progress_bar: bool | None) -> list[list[tuple]]:
+    """Every job's runs, ``chunk`` test examples at a time in one ``vmap``: per job, a list of
+    ``(test logits, test loss, held-out logits, held-out losses)`` blocks on the host."""
+    test_x, test_y = validate_batch(test)
+    heldout_x, heldout_y = validate_batch(heldout)
+    n_test = int(test_y.shape[0])
+    run = vmap(_runner(obj, float(lr), wd, steps, heldout_x, heldout_y, eval_chunk), in_dims=(None, 0, 0, 0, 0))
     test_x1 = tree_map(lambda t: t.unsqueeze(1), test_x)  # each run's own test example, [1, ...]
     test_y1 = test_y.unsqueeze(1)
-
     tasks = [(j, a) for j in range(len(jobs)) for a in range(0, n_test, chunk)]
-    results: dict[int, list] = {j: [] for j in range(len(jobs))}
+    results: list[list[tuple]] = [[] for _ in jobs]
     for j, a in progress(tasks, desc="correction runs", total=len(tasks), show=progress_bar):
         _, _, xs, ys = jobs[j]
-        b = min(a + chunk, n_test)
-        sl = slice(a, b)
+        sl = slice(a, min(a + chunk, n_test))
         with torch.no_grad():
             out = run(theta, index_batch(xs, sl), ys[sl], index_batch(test_x1, sl), test_y1[sl])
         if not all(torch.isfinite(t).all() for t in out):
             raise FloatingPointError("a fine-tuning run diverged (non-finite values); lower lr")
         results[j].append(tuple(t.cpu() for t in out))
+    return results
 
+
+def _correction_rows(name: str, k_list: list[int], parts: list[tuple], before: dict[str, Tensor], steps: list[int],
+                     ids: list[int]) -> list[dict]:
+    """:func:`correct`'s rows of one job: one per (example, s, k)."""
+    t_logits, t_loss, h_logits, h_loss = (torch.cat(blocks) for blocks in zip(*parts))
+    # shapes: t_logits [n_test, S(, C)], t_loss [n_test, S], h_* [n_test, S, n_h(, C)]
+    n_test, n_h = t_loss.shape[0], h_loss.shape[-1]
+    labels, pred0, loss0, h_right0 = before["labels"], before["pred"], before["loss"], before["h_right"]
+    t_pred = predict_labels(t_logits.reshape(n_test * len(steps), *t_logits.shape[2:])).view(n_test, -1)
+    h_pred = predict_labels(h_logits.reshape(-1, *h_logits.shape[3:])).view(n_test, len(steps), n_h)
+    h_right = h_pred == before["h_labels"]
+    acc_change = (h_right.double().mean(-1) - h_right0.double().mean())
+    loss_change_h = h_loss.double().mean(-1) - before["h_loss"].double().mean()
+    broken = (h_right0 & ~h_right).sum(-1)
+    fixed = (~h_right0 & h_right).sum(-1)
     rows = []
-    for j, (name, k_list, _, _) in enumerate(jobs):
-        t_logits, t_loss, h_logits, h_loss = (torch.cat(parts) for parts in zip(*results[j]))
-        # shapes: t_logits [n_test, S(, C)], t_loss [n_test, S], h_* [n_test, S, n_h(, C)]
-        t_pred = predict_labels(t_logits.reshape(n_test * len(steps_), *t_logits.shape[2:])).view(n_test, -1)
-        h_pred = predict_labels(h_logits.reshape(-1, *h_logits.shape[3:])).view(n_test, len(steps_), n_h)
-        h_right = h_pred == h_labels
-        acc_change = (h_right.double().mean(-1) - h_right0.double().mean())
-        loss_change_h = h_loss.double().mean(-1) - h_loss0.double().mean()
-        broken = (h_right0 & ~h_right).sum(-1)
-        fixed = (~h_right0 & h_right).sum(-1)
-        for i in range(n_test):
-            for si, s in enumerate(steps_):
-                base = {
-                    "method": name, "example": ids[i], "s": s, "label": int(labels[i]),
-                    "pred_before": int(pred0[i]), "pred_after": int(t_pred[i, si]),
-                    "flipped": bool(t_pred[i, si] == labels[i]),
-                    "loss_before": float(loss0[i]), "loss_after": float(t_loss[i, si]),
-                    "loss_change": float(t_loss[i, si] - loss0[i]),
-                    "heldout_acc_change": float(acc_change[i, si]),
-                    "heldout_loss_change": float(loss_change_h[i, si]),
-                    "heldout_broken": int(broken[i, si]), "heldout_fixed": int(fixed[i, si]),
-                }
-                rows.extend({**base, "k": k} for k in k_list)
-    frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
-    order = {name: r for r, name in enumerate([*selections, "self"])}
-    frame = frame.sort_values(["method", "k", "s", "example"], key=lambda c: c.map(order) if c.name == "method" else c,
-                              kind="stable").reset_index(drop=True)
-    return frame
+    for i in range(n_test):
+        for si, s in enumerate(steps):
+            base = {
+                "method": name, "example": ids[i], "s": s, "label": int(labels[i]),
+                "pred_before": int(pred0[i]), "pred_after": int(t_pred[i, si]),
+                "flipped": bool(t_pred[i, si] == labels[i]),
+                "loss_before": float(loss0[i]), "loss_after": float(t_loss[i, si]),
+                "loss_change": float(t_loss[i, si] - loss0[i]),
+                "heldout_acc_change": float(acc_change[i, si]),
+                "heldout_loss_change": float(loss_change_h[i, si]),
+                "heldout_broken": int(broken[i, si]), "heldout_fixed": int(fixed[i, si]),
+            }
+            rows.extend({**base, "k": k} for k in k_list)
+    return rows
 
 
-def first_order_loss_change(obj: Objective, theta: Tensor, train: Any, test: Any, selection: Tensor, k: int,
+def first_order_loss_change(obj: Objective, theta: Tensor, train: Data, test: Data, selection: Tensor, k: int,
                             steps: Sequence[int], lr: float, *, chunk_size: int | None = 256) -> Tensor:
     """The first-order prediction of what :func:`correct` measures as ``loss_change``, ``[n_test, len(steps)]``.
 
@@ -532,7 +564,7 @@ def first_order_loss_change(obj: Objective, theta: Tensor, train: Any, test: Any
         raise ValueError(f"selection must be [n_test={test_y.shape[0]}, >= k={k}], got {tuple(selection.shape)}")
     idx = selection[:, :k].cpu()
     used, inverse = idx.unique(return_inverse=True)
-    dots = gradient_dot(obj, theta, (index_batch(train_x, used), train_y[used]), test, n=1,
+    dots = gradient_dot(obj, theta, subset((train_x, train_y), used), test, n=1,
                         chunk_size=chunk_size).cpu()  # [n_test, u]: ∇ℓ(test_i)ᵀ∇ℓ(z_j)
     dot = torch.gather(dots, 1, inverse).mean(1)  # [n_test]: ∇ℓ(test_i)ᵀ ḡ_S
     s = torch.tensor([float(v) for v in _check_grid("steps", steps)], dtype=dot.dtype, device=dot.device)
@@ -579,10 +611,10 @@ def score_methods(
     methods: Sequence[str],
     obj: Objective,
     theta: Tensor,
-    train: Any,
-    test: Any,
+    train: Data,
+    test: Data,
     *,
-    solver: Any = None,
+    solver: Solver | None = None,
     horizon: int | None = None,
     lr: float | None = None,
     seed: int = 0,
@@ -733,7 +765,7 @@ def select_harmful(scores: Tensor, k: int) -> Tensor:
     return select_helpful(-scores, k)
 
 
-def _evaluate_thetas(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout: Any,
+def _evaluate_thetas(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout: Data,
                      eval_chunk: int, chunk: int) -> tuple[Tensor, ...]:
     """Test logits/losses of example i at ``thetas[i]`` and held-out logits/losses, for each row of ``thetas``.
 
@@ -745,7 +777,7 @@ def _evaluate_thetas(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldou
     return tuple(torch.cat([p[i].cpu() for p in parts]) for i in range(4))
 
 
-def _evaluate_block(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout: Any,
+def _evaluate_block(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout: Data,
                     eval_chunk: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     hx, hy = validate_batch(heldout)
     n_h = int(hy.shape[0])
@@ -764,9 +796,9 @@ def _evaluate_block(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout
 def remove_and_retrain(
     obj: Objective,
     theta: Tensor,
-    train: Any,
-    test: Any,
-    heldout: Any,
+    train: Data,
+    test: Data,
+    heldout: Data,
     scores: Tensor,
     *,
     ks: Sequence[int],

@@ -19,13 +19,14 @@ Eigenvalues come from ``iu.ExactSolver().fit(obj, theta, train).eigenvalues`` (o
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .solvers import Solver
 
 __all__ = ["SpectrumSummary", "spectrum_summary", "plot_spectrum", "with_damping"]
 
@@ -155,8 +156,9 @@ def plot_spectrum(
     return fig
 
 
-def with_damping(solver: Any, damping: float) -> Any:
-    """A copy of a fitted eigen-solver that inverts ``H + damping·I`` instead.
+def with_damping(solver: Solver, damping: float) -> Solver:
+    """A copy of a fitted eigen-solver that inverts ``H + damping·I`` instead: the function form
+    of ``solver.with_damping(damping)``.
 
     ``ExactSolver`` and ``ArnoldiSolver`` hold eigenpairs of the undamped H, so another damping
     needs no new Hessian or eigendecomposition: the copy shares the eigenpairs (no memory is
@@ -171,13 +173,11 @@ def with_damping(solver: Any, damping: float) -> Any:
 
     Raises:
         TypeError: for a solver without eigenpairs (CG, LiSSA: build a new one instead).
+        RuntimeError: for an eigen-solver that is not fitted.
         ValueError: for a negative or non-finite damping.
     """
-    if not hasattr(solver, "eigenvalues") or not hasattr(solver, "eigenvectors"):
-        raise TypeError(f"{type(solver).__name__} holds no eigenpairs (or is not fitted); fit an ExactSolver or "
+    method = getattr(solver, "with_damping", None)
+    if method is None or not hasattr(solver, "eigenvectors"):
+        raise TypeError(f"{type(solver).__name__} holds no eigenpairs; fit an ExactSolver or "
                         "ArnoldiSolver, or build a new solver with damping=...")
-    if not (damping >= 0 and math.isfinite(damping)):
-        raise ValueError(f"damping must be a finite number >= 0, got {damping}")
-    out = copy.copy(solver)
-    out.damping = float(damping)
-    return out
+    return method(damping)  # the eigen-solvers' own method: one implementation

@@ -42,10 +42,25 @@ import torch
 from torch import Tensor
 from torch.func import jvp
 
-from .batching import index_batch, iter_chunks, num_examples, validate_batch
+from .batching import (
+    Data,
+    iter_chunks,
+    num_examples,
+    subset,
+    validate_batch,
+)
+from .divergence import curvature_growth_rate, fit_growth_rate
+from .divergence import horizon as _horizon
 from .objective import Objective
-from .solvers import ArnoldiSolver, CGSolver, ConvergenceWarning, ExactSolver, LissaDivergenceError, LissaSolver
-from .divergence import curvature_growth_rate, fit_growth_rate, horizon as _horizon
+from .solvers import (
+    ArnoldiSolver,
+    CGSolver,
+    ConvergenceWarning,
+    ExactSolver,
+    LissaDivergenceError,
+    LissaSolver,
+    Solver,
+)
 from .training import paired_runs
 
 __all__ = ["Check", "Diagnosis", "diagnose", "ASSUMPTIONS"]
@@ -230,7 +245,7 @@ def _fmt(x: float) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _spectrum(obj: Objective, theta: Tensor, data: Any, rank: int, iterations: int, exact_max: int, seed: int):
+def _spectrum(obj: Objective, theta: Tensor, data: Data, rank: int, iterations: int, exact_max: int, seed: int):
     """Top eigenvalues of H by magnitude (descending by value) and how they were found."""
     if obj.p <= exact_max:
         evals = torch.linalg.eigvalsh(obj.hessian(theta, data))
@@ -333,7 +348,7 @@ def _check_stability(obj, theta, data, solver, probes: Tensor, lam_max: float, l
     return Check("numeric_stability", status, "solver residual", residual, verdict, rec, details)
 
 
-def _grad_norms(obj: Objective, theta: Tensor, data: Any, chunk: int = 256) -> Tensor:
+def _grad_norms(obj: Objective, theta: Tensor, data: Data, chunk: int = 256) -> Tensor:
     out = []
     for x, y, _ in iter_chunks(data, chunk):
         out.append(obj.per_example_grads(theta, (x, y)).norm(dim=1))
@@ -379,7 +394,7 @@ def _check_trajectory(obj, theta, data, norms: Tensor, lam_max: float) -> Check:
 def _check_divergence(obj, theta, data, z: int, eps: float, steps: int, lr: float, batch_size, seed,
                       evals: Tensor | None) -> Check:
     inputs, targets = validate_batch(data)
-    zb = (index_batch(inputs, slice(z, z + 1)), targets[z : z + 1])
+    zb = subset((inputs, targets), slice(z, z + 1))
     base, pert = paired_runs(obj, theta, data, zb, eps, steps=steps, lr=lr, batch_size=batch_size,
                              seed=seed, record_every=1)
     dist = torch.stack([(a - b).norm() for a, b in zip(pert.thetas, base.thetas)]).to(torch.float64)
@@ -424,7 +439,7 @@ def _check_divergence(obj, theta, data, z: int, eps: float, steps: int, lr: floa
     return Check("parameter_divergence", status, "horizon T* (steps)", horizon, verdict, rec, details)
 
 
-def _third_derivative(obj: Objective, theta: Tensor, data: Any, u: Tensor) -> Tensor:
+def _third_derivative(obj: Objective, theta: Tensor, data: Data, u: Tensor) -> Tensor:
     """``∇³L[u, u]`` = the derivative of ``H(θ)u`` along u, ``[p]``."""
     try:
         return jvp(lambda t: obj.hvp(t, data, u), (theta,), (u,))[1]
@@ -441,7 +456,7 @@ def _check_first_order(obj, theta, data, solver, probe_idx: list[int], eps: floa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for j in probe_idx:
-            zb = (index_batch(inputs, slice(j, j + 1)), targets[j : j + 1])
+            zb = subset((inputs, targets), slice(j, j + 1))
             g = obj.per_example_grads(theta, zb)[0]
             u = -solver.solve(g)  # θ' = dθ_ε/dε
             # d/dε of [∇L(θ_ε) + ε∇ℓ_z(θ_ε)] = 0 twice: H θ'' + ∇³L[θ', θ'] + 2 ∇²ℓ_z θ' = 0
@@ -484,9 +499,9 @@ def _skipped(assumption: str, measure: str, why: str) -> Check:
 def diagnose(
     obj: Objective,
     theta: Tensor,
-    data: Any,
+    data: Data,
     *,
-    solver: Any = None,
+    solver: Solver | None = None,
     damping: float = 0.0,
     eps: float | None = None,
     rank: int = 20,
@@ -542,75 +557,93 @@ def diagnose(
     eps = -1.0 / n if eps is None else float(eps)
     if eps == 0:
         raise ValueError("eps must be non-zero (e.g. -1/n to remove one example)")
-    tensor_data = isinstance(data, (tuple, list))
-
-    timer = time.perf_counter()
-    need_spectrum = bool({"convexity", "numeric_stability"} & set(wanted)) or (
-        lr is None and "parameter_divergence" in wanted)
-    if need_spectrum:
-        evals, method, smallest = _spectrum(obj, theta, data, rank, iterations, exact_max, seed)
-        lam_max, lam_min = float(evals.max()), min(float(evals.min()), smallest)
-    else:
-        evals, method, lam_max, lam_min = None, "not computed", float("nan"), float("nan")
-    t_spectrum = time.perf_counter() - timer
-    if lr is None and need_spectrum:
-        if lam_max <= 0:
-            raise ValueError("the Hessian has no positive eigenvalue at theta; pass lr explicitly")
-        lr = 1.0 / lam_max
-
-    timer = time.perf_counter()
-    norms = _grad_norms(obj, theta, data)
-    probe_idx = norms.argsort(descending=True)[: max(1, n_probes)].tolist()
-    if tensor_data:
-        inputs, targets = validate_batch(data)
-        probe_batch = (index_batch(inputs, torch.tensor(probe_idx, device=targets.device)), targets[probe_idx])
-    else:
-        probe_batch = next(iter(iter_chunks(data, n_probes)))[:2]
-    probes = obj.per_example_grads(theta, probe_batch)
-    t_norms = time.perf_counter() - timer
-
     if solver is None:
         solver = ExactSolver(damping=damping) if obj.p <= exact_max else CGSolver(damping=damping, max_iter=100, tol=1e-6)
-    timer = time.perf_counter()
-    if {"numeric_stability", "first_order"} & set(wanted):
-        solver.fit(obj, theta, data)
-    t_fit = time.perf_counter() - timer
-
+    ctx = _Context(obj, theta, data, solver, set(wanted), n, eps, lr, steps, batch_size, seed)
+    ctx.measure(rank, iterations, exact_max, n_probes)
     out: list[Check] = []
-    for name in ASSUMPTIONS:
-        if name not in wanted:
-            continue
+    for name in (a for a in ASSUMPTIONS if a in wanted):
         timer = time.perf_counter()
-        if name == "convexity":
-            check = _check_convexity(evals, method, lam_min)
-            extra = t_spectrum
-        elif name == "numeric_stability":
-            check = _check_stability(obj, theta, data, solver, probes, lam_max, lam_min)
-            extra = t_fit
-        elif name == "training_trajectory":
-            check = _check_trajectory(obj, theta, data, norms, lam_max)
-            extra = t_norms
-        elif name == "parameter_divergence":
-            if not tensor_data:
-                check = _skipped(name, "horizon T* (steps)", "paired runs need tensor data (inputs, targets)")
-            else:
-                spec = None if evals is None else torch.cat([evals, evals.new_tensor([lam_min])])
-                check = _check_divergence(obj, theta, data, probe_idx[0], eps, steps, lr, batch_size, seed, spec)
-            extra = 0.0
-        else:
-            check = _check_first_order(obj, theta, data, solver, probe_idx, eps)
-            extra = 0.0
-        check.seconds = time.perf_counter() - timer + extra
+        check, shared = _CHECKS[name](ctx)
+        check.seconds = time.perf_counter() - timer + ctx.seconds.get(shared, 0.0)
         out.append(check)
-    settings = {
-        "solver": repr(solver),
-        "damping": getattr(solver, "damping", damping),
-        "eps": eps,
-        "lr": lr,
-        "steps": steps,
-        "batch_size": batch_size,
-        "n": n,
-        "p": obj.p,
-        "spectrum": method,
-    }
+    settings = {"solver": repr(solver), "damping": getattr(solver, "damping", damping), "eps": eps, "lr": ctx.lr,
+                "steps": steps, "batch_size": batch_size, "n": n, "p": obj.p, "spectrum": ctx.method}
     return Diagnosis(out, settings)
+
+
+@dataclass
+class _Context:
+    """What :func:`diagnose`'s checks share: the inputs, then the spectrum, the gradient norms,
+    the probes and the fitted solver (:meth:`measure`), with the seconds each took."""
+
+    obj: Objective
+    theta: Tensor
+    data: Data
+    solver: Solver
+    wanted: set[str]
+    n: int
+    eps: float
+    lr: float | None
+    steps: int
+    batch_size: int | None
+    seed: int
+    evals: Tensor | None = None
+    method: str = "not computed"
+    lam_max: float = float("nan")
+    lam_min: float = float("nan")
+    norms: Tensor | None = None
+    probe_idx: list[int] = field(default_factory=list)
+    probes: Tensor | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def tensor_data(self) -> bool:
+        return isinstance(self.data, (tuple, list))
+
+    def measure(self, rank: int, iterations: int, exact_max: int, n_probes: int) -> None:
+        """The spectrum (when a check or the default lr needs it), the gradient norms and probes,
+        and the solver's fit (when a check uses it), timed."""
+        obj, theta, data = self.obj, self.theta, self.data
+        timer = time.perf_counter()
+        if {"convexity", "numeric_stability"} & self.wanted or (self.lr is None and "parameter_divergence" in self.wanted):
+            self.evals, self.method, smallest = _spectrum(obj, theta, data, rank, iterations, exact_max, self.seed)
+            self.lam_max, self.lam_min = float(self.evals.max()), min(float(self.evals.min()), smallest)
+            if self.lr is None:
+                if self.lam_max <= 0:
+                    raise ValueError("the Hessian has no positive eigenvalue at theta; pass lr explicitly")
+                self.lr = 1.0 / self.lam_max
+        self.seconds["spectrum"] = time.perf_counter() - timer
+
+        timer = time.perf_counter()
+        self.norms = _grad_norms(obj, theta, data)
+        self.probe_idx = self.norms.argsort(descending=True)[: max(1, n_probes)].tolist()
+        if self.tensor_data:
+            inputs, targets = validate_batch(data)
+            probe_batch = subset((inputs, targets), self.probe_idx)
+        else:
+            probe_batch = next(iter(iter_chunks(data, n_probes)))[:2]
+        self.probes = obj.per_example_grads(theta, probe_batch)
+        self.seconds["norms"] = time.perf_counter() - timer
+
+        timer = time.perf_counter()
+        if {"numeric_stability", "first_order"} & self.wanted:
+            self.solver.fit(obj, theta, data)
+        self.seconds["fit"] = time.perf_counter() - timer
+
+
+def _run_divergence(c: _Context) -> Check:
+    if not c.tensor_data:
+        return _skipped("parameter_divergence", "horizon T* (steps)", "paired runs need tensor data (inputs, targets)")
+    spec = None if c.evals is None else torch.cat([c.evals, c.evals.new_tensor([c.lam_min])])
+    return _check_divergence(c.obj, c.theta, c.data, c.probe_idx[0], c.eps, c.steps, c.lr, c.batch_size, c.seed, spec)
+
+
+#: Each assumption's check, and the shared measurement whose time it is charged with.
+_CHECKS = {
+    "convexity": lambda c: (_check_convexity(c.evals, c.method, c.lam_min), "spectrum"),
+    "numeric_stability": lambda c: (_check_stability(c.obj, c.theta, c.data, c.solver, c.probes, c.lam_max, c.lam_min), "fit"),
+    "training_trajectory": lambda c: (_check_trajectory(c.obj, c.theta, c.data, c.norms, c.lam_max), "norms"),
+    "parameter_divergence": lambda c: (_run_divergence(c), None),
+    "first_order": lambda c: (_check_first_order(c.obj, c.theta, c.data, c.solver, c.probe_idx, c.eps), None),
+}

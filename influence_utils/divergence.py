@@ -42,10 +42,10 @@ from torch import Tensor
 from torch.func import grad, vmap
 from torch.utils._pytree import tree_map
 
-from .batching import index_batch, num_examples, validate_batch
+from .batching import Data, index_batch, num_examples, subset, validate_batch
 from .objective import Objective
 from .scores import time_bounded_coefficients
-from .training import Trajectory, record_steps, batch_order
+from .training import Trajectory, batch_order, record_steps
 from .utils import pearson, progress, spearman
 
 __all__ = [
@@ -69,7 +69,7 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
-def _tensor_data(data: Any, what: str) -> tuple[Any, Tensor]:
+def _tensor_data(data: Data, what: str) -> tuple[Any, Tensor]:
     if not isinstance(data, (tuple, list)):
         raise TypeError(f"{what} must be tensors (inputs, targets) so batches can be indexed; got a "
                         f"{type(data).__name__}")
@@ -79,8 +79,7 @@ def _tensor_data(data: Any, what: str) -> tuple[Any, Tensor]:
 def _step_batch(inputs: Any, targets: Tensor, order: Tensor | None, t: int) -> tuple[Any, Tensor]:
     if order is None:
         return inputs, targets
-    idx = order[t]
-    return index_batch(inputs, idx), targets[idx]
+    return subset((inputs, targets), order[t])
 
 
 def _device_of(*values: Any) -> torch.device | None:
@@ -184,7 +183,7 @@ class PerturbedRuns:
 def perturbed_runs(
     obj: Objective,
     theta0: Tensor,
-    data: Any,
+    data: Data,
     z: Any,
     eps: float | Sequence[float] | Tensor,
     *,
@@ -193,7 +192,7 @@ def perturbed_runs(
     batch_size: int | None = None,
     seed: int = 0,
     record_every: int | Sequence[int] | None = 1,
-    test: Any = None,
+    test: Data = None,
     keep_thetas: bool = False,
     keep_base: bool = True,
     project: Tensor | None = None,
@@ -647,7 +646,7 @@ class LinearResponse:
         norms = self.delta.norm(dim=-1)  # [m, R]
         return (norms.unsqueeze(1) * e.abs()[None, :, None]).reshape(-1, norms.shape[-1])
 
-    def scores(self, obj: Objective, test: Any, n: int | None = None) -> Tensor:
+    def scores(self, obj: Objective, test: Data, n: int | None = None) -> Tensor:
         """First-order prediction of removing z, ``[R, n_test, m]``: ``−(1/n)·∇ℓ(test_i; θ(t))ᵀ δ(t)``.
 
         The best any first-order method can do: it follows the actual trajectory and propagates
@@ -662,7 +661,7 @@ class LinearResponse:
 def linear_response(
     obj: Objective,
     theta0: Tensor,
-    data: Any,
+    data: Data,
     z: Any,
     *,
     steps: int,
@@ -710,7 +709,7 @@ def linear_response(
         if t == steps:
             break
         batch = _step_batch(inputs, targets, order, t)
-        g = grad(lambda th: obj.loss(th, batch))(theta)
+        g = grad(lambda th, batch=batch: obj.loss(th, batch))(theta)
         h_delta = obj.hvp(theta, batch, delta)
         g_z = obj.per_example_grads(theta, z)
         delta = delta - lr * (h_delta + g_z)
@@ -782,8 +781,8 @@ def tracin_vs_steps(
     checkpoints: Sequence[Tensor] | Tensor,
     checkpoint_steps: Sequence[int],
     lr: float,
-    train: Any,
-    test: Any,
+    train: Data,
+    test: Data,
     horizons: Sequence[int],
     *,
     n: int | None = None,

@@ -89,94 +89,108 @@ def _task_sizes(task: Any) -> dict:
 
 def _terms(cfg: Any, chapter: str) -> tuple[dict, dict]:
     """Memory terms ``name -> (device, host)`` bytes, and work ``name -> FLOPs`` of one chapter."""
-    f32, f64 = 4, 8
     mem: dict[str, tuple[float, float]] = {}
     work: dict[str, float] = {}
-    if chapter in ("ch1", "ch2", "ch3", "ch4", "ch5", "ch6", "ch9"):
-        c = getattr(cfg, chapter)
-        d, classes, side = _DATA[c.dataset]
-        binary = getattr(c, "classes", None) is not None and chapter in ("ch1", "ch9")
-        k = 2 if binary else classes
-        hidden = {"ch1": 0, "ch9": c.mlp_hidden if chapter == "ch9" else 0}.get(chapter, getattr(c, "hidden", 0))
-        p = _mlp_p(d, hidden, k)
-        n = c.n_train
-        mem["data"] = (n * d * f64 * 2, n * d * f64 * 2)
-        mem["exact Hessian and its eigendecomposition (3 p²)"] = (3 * p * p * f64, 0)
-        mem["per-example gradients n × p"] = (n * p * f64, 0)
-        work["exact Hessian (n p² + p³)"] = n * p * p * 2 + 4 * p**3
-        steps = getattr(c, "steps", getattr(c, "mlp_steps", 0)) + getattr(c, "pretrain_steps", 0)
-        batch = getattr(c, "batch_size", getattr(c, "mlp_batch_size", n))
-        runs = 1 + getattr(c, "n_removed", 0) + getattr(c, "n_perturbed", 0) * len(getattr(c, "eps_multiples", (1,)))
-        runs *= 1 + 2 * getattr(c, "n_seeds", 0) + getattr(c, "n_orders", 0)
-        work["training runs (vectorised)"] = runs * steps * batch * 6 * p
-        mem["vectorised runs (θ, gradient, update per run; chunks of 64)"] = (min(runs, 64) * 3 * p * f64, 0)
-        if chapter == "ch1" or chapter == "ch6":
-            q = d + 1  # Newton runs are on logistic regression (chapter 6: its convex exercise)
-            runs_newton = c.n_removed if chapter == "ch1" else len(c.eps_multiples)
-            work["Newton leave-one-out / ε runs (10 iterations)"] = runs_newton * 10 * (n * q * q * 2 + q**3)
-            mem["Newton runs (a Hessian per run; chunks of 64)"] = (min(runs_newton, 64) * q * q * f64, 0)
-        if chapter == "ch2":
-            work["proximal responses (Newton, one factorisation per damping)"] = len(c.dampings) * (
-                p**3 + c.newton_iters * n * 6 * p)
-        if chapter == "ch3":
-            work["LiSSA grid"] = (len(c.lissa_scale_factors) * len(c.lissa_damping_factors) * sum(c.lissa_depths)
-                                  * c.n_rhs * n * 12 * p)
-            work["ABIF rank sweep and Arnoldi"] = (c.n_seeds * sum(c.abif_ranks) * c.abif_iterations_factor
-                                                   + c.arnoldi_iterations) * n * 12 * p
-            rp = _resnet_p(c.resnet_depth, c.resnet_width, 1, 10)
-            pix = c.resnet_image_size**2
-            rflops = 2 * rp * pix // 6
-            ract = 4 * c.resnet_depth * c.resnet_width * pix  # saved maps of one example, first stage dominates
-            mem["ResNet per-example gradients n × p (g_train)"] = (c.resnet_n_train * rp * f32, 0)
-            mem["ResNet per-example gradient chunk (512 examples' activations, ×2)"] = (512 * ract * f32 * 2, 0)
-            mem["ResNet Arnoldi basis"] = (c.resnet_arnoldi_iterations * rp * f32, 0)
-            work["ResNet training"] = c.resnet_steps * c.resnet_batch_size * 3 * rflops
-            work["ResNet HVPs (Arnoldi, CG, LiSSA)"] = (c.resnet_arnoldi_iterations + 2 * c.resnet_n_test * (
-                c.resnet_cg_iter + c.resnet_lissa_depth)) * c.resnet_hvp_examples * 6 * rflops
-            work["ResNet per-example gradients"] = (c.resnet_n_train + c.resnet_n_test) * 3 * rflops
-        return mem, work
-    c7, c8 = cfg.ch7, cfg.ch8
-    for name, task in (("text", c7.bert), ("image", c7.resnet)):
-        s = _task_sizes(task)
-        p, F, act = s["p"], s["flops"], s["act"]
-        n_all = task.n_train + (task.n_test if chapter == "ch7" else c8.n_pool_text if name == "text" else c8.n_pool_image)
-        feats = n_all * s["features"] * f32
-        mem[f"{name}: trunk features"] = (feats, feats)
-        mem[f"{name}: θ, its gradient and optimizer state"] = (4 * p * f32, p * f32)
-        mem[f"{name}: Arnoldi basis"] = ((c7 if chapter == "ch7" else c8).arnoldi_iterations * p * f32, 0)
-        mem[f"{name}: eigenvectors kept"] = ((c7 if chapter == "ch7" else c8).arnoldi_rank * p * f32, 0)
-        work[f"{name}: checkpoint (pretraining, trunk, top-layer steps)"] = (
-            task.pretrain_epochs * task.n_train * 3 * s["whole_flops"] + n_all * s["whole_flops"]
-            + task.steps * task.batch_size * 3 * F)
-        hess = (c7 if chapter == "ch7" else c8).hessian_examples
-        work[f"{name}: Arnoldi HVPs"] = (c7 if chapter == "ch7" else c8).arnoldi_iterations * hess * 6 * F
-        chunk = c7.grad_chunk
-        mem[f"{name}: per-example gradient chunk"] = (chunk * (p * f32 * 3 + act * f32 * 2), 0)
-        if chapter == "ch7":
-            runs = c7.n_z + 1
-            steps = int(c7.horizon_epochs * task.n_train / task.batch_size)
-            mem[f"{name}: paired runs (θ, gradient, update per run)"] = (runs * 3 * p * f32 + runs * task.batch_size * act * f32 * 2, 0)
-            mem[f"{name}: query gradients n_queries × p"] = (c7.n_queries * p * f32, 0)
-            work[f"{name}: paired and control runs"] = (runs + c7.control_seeds) * steps * task.batch_size * 3 * F
-            work[f"{name}: per-example gradients (estimators)"] = (c7.n_z + c7.n_queries) * (2 + c7.record_points) * 3 * F
-            if name == "text":
-                sweep_steps = int(c7.sweep_epochs * task.n_train / task.batch_size)
-                work["text: step-size sweep"] = len(c7.sweep_eta_lambda) * (c7.sweep_n_z + 1) * sweep_steps * task.batch_size * 3 * F
-        else:
-            n_runs = (len(c8.methods) + c8.random_draws + 1) * len(c8.ks) * c8.n_wrong
-            s_max = max(c8.steps)
-            mem[f"{name}: mis-predicted examples' gradients n_wrong × p"] = (c8.n_wrong * p * f32, 0)
-            mem[f"{name}: correction runs (16 vectorised, held-out evaluated 256 at a time)"] = (
-                16 * (3 * p * f32 + max(c8.ks) * act * f32 * 2 + 256 * act // 7 * f32), 0)
-            mem[f"{name}: scores n_wrong × n_train per method"] = (0, len(c8.methods) * c8.n_wrong * task.n_train * f32)
-            work[f"{name}: scoring pass over the training set"] = task.n_train * 3 * F
-            work[f"{name}: correction runs"] = n_runs * (s_max * sum(c8.ks) / len(c8.ks) * 3 * F
-                                                        + len(c8.steps) * c8.n_heldout * F)
-            epoch = max(1, int(c8.removal_epochs * task.n_train / task.batch_size))
-            work[f"{name}: remove-and-retrain runs"] = (len(c8.ks) * c8.n_wrong + 1) * (
-                sum(c8.steps) + epoch) * task.batch_size * 3 * F
-            work[f"{name}: horizon study"] = c8.n_wrong * max(c8.horizon_steps) * c8.horizon_k * 3 * F
+    if chapter in ("ch7", "ch8"):
+        for name, task in (("text", cfg.ch7.bert), ("image", cfg.ch7.resnet)):
+            _checkpoint_terms(cfg, chapter, name, task, mem, work)
+    else:
+        _small_model_terms(getattr(cfg, chapter), chapter, mem, work)
     return mem, work
+
+
+_F32, _F64 = 4, 8
+
+
+def _small_model_terms(c: Any, chapter: str, mem: dict, work: dict) -> None:
+    """Chapters 1–6 and 9: float64 MLPs (or logistic regression) with exact Hessians; chapter 3's ResNet."""
+    d, classes, side = _DATA[c.dataset]
+    binary = getattr(c, "classes", None) is not None and chapter in ("ch1", "ch9")
+    k = 2 if binary else classes
+    hidden = {"ch1": 0, "ch9": c.mlp_hidden if chapter == "ch9" else 0}.get(chapter, getattr(c, "hidden", 0))
+    p = _mlp_p(d, hidden, k)
+    n = c.n_train
+    mem["data"] = (n * d * _F64 * 2, n * d * _F64 * 2)
+    mem["exact Hessian and its eigendecomposition (3 p²)"] = (3 * p * p * _F64, 0)
+    mem["per-example gradients n × p"] = (n * p * _F64, 0)
+    work["exact Hessian (n p² + p³)"] = n * p * p * 2 + 4 * p**3
+    steps = getattr(c, "steps", getattr(c, "mlp_steps", 0)) + getattr(c, "pretrain_steps", 0)
+    batch = getattr(c, "batch_size", getattr(c, "mlp_batch_size", n))
+    runs = 1 + getattr(c, "n_removed", 0) + getattr(c, "n_perturbed", 0) * len(getattr(c, "eps_multiples", (1,)))
+    runs *= 1 + 2 * getattr(c, "n_seeds", 0) + getattr(c, "n_orders", 0)
+    work["training runs (vectorised)"] = runs * steps * batch * 6 * p
+    mem["vectorised runs (θ, gradient, update per run; chunks of 64)"] = (min(runs, 64) * 3 * p * _F64, 0)
+    if chapter == "ch1" or chapter == "ch6":
+        q = d + 1  # Newton runs are on logistic regression (chapter 6: its convex exercise)
+        runs_newton = c.n_removed if chapter == "ch1" else len(c.eps_multiples)
+        work["Newton leave-one-out / ε runs (10 iterations)"] = runs_newton * 10 * (n * q * q * 2 + q**3)
+        mem["Newton runs (a Hessian per run; chunks of 64)"] = (min(runs_newton, 64) * q * q * _F64, 0)
+    if chapter == "ch2":
+        work["proximal responses (Newton, one factorisation per damping)"] = len(c.dampings) * (
+            p**3 + c.newton_iters * n * 6 * p)
+    if chapter == "ch3":
+        work["LiSSA grid"] = (len(c.lissa_scale_factors) * len(c.lissa_damping_factors) * sum(c.lissa_depths)
+                              * c.n_rhs * n * 12 * p)
+        work["ABIF rank sweep and Arnoldi"] = (c.n_seeds * sum(c.abif_ranks) * c.abif_iterations_factor
+                                               + c.arnoldi_iterations) * n * 12 * p
+        _chapter3_resnet_terms(c, mem, work)
+
+
+def _chapter3_resnet_terms(c: Any, mem: dict, work: dict) -> None:
+    rp = _resnet_p(c.resnet_depth, c.resnet_width, 1, 10)
+    pix = c.resnet_image_size**2
+    rflops = 2 * rp * pix // 6
+    ract = 4 * c.resnet_depth * c.resnet_width * pix  # saved maps of one example, first stage dominates
+    mem["ResNet per-example gradients n × p (g_train)"] = (c.resnet_n_train * rp * _F32, 0)
+    mem["ResNet per-example gradient chunk (512 examples' activations, ×2)"] = (512 * ract * _F32 * 2, 0)
+    mem["ResNet Arnoldi basis"] = (c.resnet_arnoldi_iterations * rp * _F32, 0)
+    work["ResNet training"] = c.resnet_steps * c.resnet_batch_size * 3 * rflops
+    work["ResNet HVPs (Arnoldi, CG, LiSSA)"] = (c.resnet_arnoldi_iterations + 2 * c.resnet_n_test * (
+        c.resnet_cg_iter + c.resnet_lissa_depth)) * c.resnet_hvp_examples * 6 * rflops
+    work["ResNet per-example gradients"] = (c.resnet_n_train + c.resnet_n_test) * 3 * rflops
+
+
+def _checkpoint_terms(cfg: Any, chapter: str, name: str, task: Any, mem: dict, work: dict) -> None:
+    """Chapters 7 and 8, one of their two top-layer checkpoints (``name`` "text" or "image")."""
+    c7, c8 = cfg.ch7, cfg.ch8
+    c = c7 if chapter == "ch7" else c8
+    s = _task_sizes(task)
+    p, F, act = s["p"], s["flops"], s["act"]
+    n_all = task.n_train + (task.n_test if chapter == "ch7" else c8.n_pool_text if name == "text" else c8.n_pool_image)
+    feats = n_all * s["features"] * _F32
+    mem[f"{name}: trunk features"] = (feats, feats)
+    mem[f"{name}: θ, its gradient and optimizer state"] = (4 * p * _F32, p * _F32)
+    mem[f"{name}: Arnoldi basis"] = (c.arnoldi_iterations * p * _F32, 0)
+    mem[f"{name}: eigenvectors kept"] = (c.arnoldi_rank * p * _F32, 0)
+    work[f"{name}: checkpoint (pretraining, trunk, top-layer steps)"] = (
+        task.pretrain_epochs * task.n_train * 3 * s["whole_flops"] + n_all * s["whole_flops"]
+        + task.steps * task.batch_size * 3 * F)
+    work[f"{name}: Arnoldi HVPs"] = c.arnoldi_iterations * c.hessian_examples * 6 * F
+    mem[f"{name}: per-example gradient chunk"] = (c7.grad_chunk * (p * _F32 * 3 + act * _F32 * 2), 0)
+    if chapter == "ch7":
+        runs = c7.n_z + 1
+        steps = int(c7.horizon_epochs * task.n_train / task.batch_size)
+        mem[f"{name}: paired runs (θ, gradient, update per run)"] = (runs * 3 * p * _F32 + runs * task.batch_size * act * _F32 * 2, 0)
+        mem[f"{name}: query gradients n_queries × p"] = (c7.n_queries * p * _F32, 0)
+        work[f"{name}: paired and control runs"] = (runs + c7.control_seeds) * steps * task.batch_size * 3 * F
+        work[f"{name}: per-example gradients (estimators)"] = (c7.n_z + c7.n_queries) * (2 + c7.record_points) * 3 * F
+        if name == "text":
+            sweep_steps = int(c7.sweep_epochs * task.n_train / task.batch_size)
+            work["text: step-size sweep"] = len(c7.sweep_eta_lambda) * (c7.sweep_n_z + 1) * sweep_steps * task.batch_size * 3 * F
+        return
+    n_runs = (len(c8.methods) + c8.random_draws + 1) * len(c8.ks) * c8.n_wrong
+    s_max = max(c8.steps)
+    mem[f"{name}: mis-predicted examples' gradients n_wrong × p"] = (c8.n_wrong * p * _F32, 0)
+    mem[f"{name}: correction runs (16 vectorised, held-out evaluated 256 at a time)"] = (
+        16 * (3 * p * _F32 + max(c8.ks) * act * _F32 * 2 + 256 * act // 7 * _F32), 0)
+    mem[f"{name}: scores n_wrong × n_train per method"] = (0, len(c8.methods) * c8.n_wrong * task.n_train * _F32)
+    work[f"{name}: scoring pass over the training set"] = task.n_train * 3 * F
+    work[f"{name}: correction runs"] = n_runs * (s_max * sum(c8.ks) / len(c8.ks) * 3 * F
+                                                + len(c8.steps) * c8.n_heldout * F)
+    epoch = max(1, int(c8.removal_epochs * task.n_train / task.batch_size))
+    work[f"{name}: remove-and-retrain runs"] = (len(c8.ks) * c8.n_wrong + 1) * (
+        sum(c8.steps) + epoch) * task.batch_size * 3 * F
+    work[f"{name}: horizon study"] = c8.n_wrong * max(c8.horizon_steps) * c8.horizon_k * 3 * F
 
 
 def _chapter(chapter: str) -> str:

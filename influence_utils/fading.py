@@ -37,13 +37,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batching import index_batch, num_examples
-from .divergence import (GrowthFit, GrowthModels, divergence_curve, fit_growth_models, fit_growth_rate,
-                         perturbed_runs, tracin_vs_steps)
+from .batching import num_examples, subset
+from .divergence import (
+    GrowthFit,
+    GrowthModels,
+    divergence_curve,
+    fit_growth_models,
+    fit_growth_rate,
+    perturbed_runs,
+    tracin_vs_steps,
+)
 from .objective import Objective
 from .resources import Measurement, measure
 from .scores import influence, time_bounded_influence
-from .solvers import ArnoldiSolver
+from .solvers import ArnoldiSolver, Solver
 from .training import train as sgd_train
 
 __all__ = ["FadingStudy", "fading_study", "study_settings", "top_by_magnitude", "log_steps", "epochs_to_steps",
@@ -160,7 +167,7 @@ class FadingStudy:
     table: Any = field(repr=False)
     control_table: Any = field(repr=False)
     measurement: Measurement = field(default_factory=Measurement)
-    solver: Any = field(default=None, repr=False)
+    solver: Solver | None = field(default=None, repr=False)
 
     @property
     def rate(self) -> float:
@@ -243,7 +250,7 @@ def _subsample(data: tuple, size: int | None, gen: torch.Generator) -> tuple:
     if size is None or size >= n:
         return data
     idx = torch.randperm(n, generator=gen)[:size].sort().values.to(data[1].device)  # host: seeded, then moved
-    return index_batch(data[0], idx), data[1][idx]
+    return subset(data, idx)
 
 
 def fading_study(
@@ -319,8 +326,7 @@ def fading_study(
     gen = torch.Generator().manual_seed(seed)
     z_index = torch.randperm(n, generator=gen)[:n_z].sort().values  # host: seeded indices, moved below
     query_index = torch.randperm(n_test, generator=gen)[:n_queries].sort().values  # host: as above
-    z = (index_batch(train[0], z_index.to(train[1].device)), train[1][z_index.to(train[1].device)])
-    queries = (index_batch(test[0], query_index.to(test[1].device)), test[1][query_index.to(test[1].device)])
+    z, queries = subset(train, z_index), subset(test, query_index)
     hessian_data = _subsample(train, hessian_examples, gen)
     run_kw = dict(steps=horizon, lr=lr, batch_size=batch_size, record_every=record)
     saved_chunk = obj.chunk_size
@@ -513,7 +519,7 @@ def window_correlations(
                               method=method, intervals=intervals, replicates=replicates, confidence=float(confidence))
 
 
-def positive_eigenpairs(solver: Any) -> Any:
+def positive_eigenpairs(solver: Solver) -> Solver:
     """A copy of a fitted eigen-solver that keeps only its eigenpairs with λ > 0 (ABIF's convention).
 
     With :func:`~influence_utils.scores.time_bounded_influence` (``outside="flat"``, the default) the

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
-from .batching import index_batch, validate_batch
+from .batching import Data, subset, validate_batch
 from .objective import Objective
 from .training import batch_order
 from .utils import as_numpy, progress
@@ -88,25 +88,25 @@ def upweight_weights(n: int, group: Group, eps: Sequence[float] | Tensor, dtype=
     return w
 
 
-def _tensor_data(data: Any) -> tuple[Any, Tensor]:
+def _tensor_data(data: Data) -> tuple[Any, Tensor]:
     if not isinstance(data, (tuple, list)):
         raise TypeError(f"need tensor data (inputs, targets) so batches can be indexed; got a {type(data).__name__}")
     return validate_batch(data)
 
 
-def _gd_run(obj: Objective, data: Any, steps: int, lr: float, batch_size: int | None, seed: int):
+def _gd_run(obj: Objective, data: Data, steps: int, lr: float, batch_size: int | None, seed: int):
     """θ_T as a function of the start ``[p]`` and the weights ``[n]``: exactly the steps of
     :func:`~influence_utils.training.train`."""
     inputs, targets = _tensor_data(data)
     order = batch_order(targets.shape[0], steps, batch_size, seed)
-    batches = None if order is None else [(index_batch(inputs, idx), targets[idx]) for idx in order]
+    batches = None if order is None else [subset((inputs, targets), idx) for idx in order]
 
     def run(theta: Tensor, w: Tensor) -> Tensor:
         for t in range(steps):
             if batches is None:
                 g = grad(lambda th: obj.loss(th, (inputs, targets), w))(theta)
             else:
-                g = grad(lambda th: obj.loss(th, batches[t], w[order[t]]))(theta)
+                g = grad(lambda th, t=t: obj.loss(th, batches[t], w[order[t]]))(theta)
             theta = theta - lr * g
         return theta
 
@@ -116,7 +116,7 @@ def _gd_run(obj: Objective, data: Any, steps: int, lr: float, batch_size: int | 
 def weighted_runs(
     obj: Objective,
     theta0: Tensor,
-    data: Any,
+    data: Data,
     weights: Tensor,
     *,
     method: str = "gd",
@@ -191,7 +191,7 @@ def weighted_runs(
     return out
 
 
-def _loss_change(obj: Objective, thetas: Tensor, reference: Tensor, test: Any) -> Tensor:
+def _loss_change(obj: Objective, thetas: Tensor, reference: Tensor, test: Data) -> Tensor:
     """``[m, n_test]``: test losses at each of ``thetas`` minus those at ``reference``."""
     ref = obj.per_example_losses(reference, test)
     return torch.stack([obj.per_example_losses(t, test) for t in thetas]) - ref
@@ -230,8 +230,8 @@ class Sweep:
 def epsilon_sweep(
     obj: Objective,
     theta0: Tensor,
-    train: Any,
-    test: Any,
+    train: Data,
+    test: Data,
     group: Group,
     eps: Sequence[float] | Tensor,
     scores: Tensor,
@@ -291,8 +291,8 @@ def group_scores(scores: Tensor, groups: Sequence[Group]) -> Tensor:
 def group_removal(
     obj: Objective,
     theta0: Tensor,
-    train: Any,
-    test: Any,
+    train: Data,
+    test: Data,
     groups: Sequence[Group],
     scores: Tensor,
     *,
@@ -358,8 +358,8 @@ def similar_groups(features: Tensor, size: int, anchors: Sequence[int]) -> list[
 def linearized_removal(
     obj: Objective,
     theta0: Tensor,
-    train: Any,
-    test: Any,
+    train: Data,
+    test: Data,
     groups: Sequence[Group],
     *,
     steps: int,

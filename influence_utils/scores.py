@@ -23,16 +23,15 @@ test loss). What differs is *how* θ is assumed to respond to the removal:
 from __future__ import annotations
 
 import math
-
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from .batching import iter_chunks, num_examples
+from .batching import Data, iter_chunks, num_examples
 from .objective import Objective
 from .resources import chunk_size_for
+from .solvers import Solver
 from .utils import check_learning_rate, progress
 
 __all__ = [
@@ -53,7 +52,7 @@ __all__ = [
 GRADIENT_COPIES = 3
 
 
-def budget_chunk(obj: Objective, data: Any, chunk_size: int | None) -> int | None:
+def budget_chunk(obj: Objective, data: Data, chunk_size: int | None) -> int | None:
     """``chunk_size`` capped by the memory budget of θ's device (:func:`~influence_utils.resources.chunk_size_for`).
 
     Chunks split the *training examples* only, so the scores are the same for any chunk size; on a
@@ -65,7 +64,7 @@ def budget_chunk(obj: Objective, data: Any, chunk_size: int | None) -> int | Non
     return chunk_size_for(per_example, chunk_size, device=obj.device)
 
 
-def _train_chunks(train: Any, chunk_size: int | None, obj: Objective):
+def _train_chunks(train: Data, chunk_size: int | None, obj: Objective):
     """Chunks of ``train`` of at most ``chunk_size`` examples and at most what the memory budget holds."""
     for inputs, targets, _ in iter_chunks(train, budget_chunk(obj, train, chunk_size), ordered=True):
         yield inputs, targets
@@ -75,7 +74,7 @@ def _pair_matrix(
     obj: Objective,
     theta: Tensor,
     left: Tensor,
-    train: Any,
+    train: Data,
     chunk_size: int | None,
     desc: str,
     show: bool | None,
@@ -100,7 +99,7 @@ def _pair_matrix(
     return torch.cat(cols, dim=1)
 
 
-def _check_solver(solver: Any, obj: Objective, theta: Tensor) -> None:
+def _check_solver(solver: Solver, obj: Objective, theta: Tensor) -> None:
     """A solver fitted at another θ or on another objective is refused (see ``check_fitted_on``)."""
     check = getattr(solver, "check_fitted_on", None)
     if check is not None:
@@ -110,9 +109,9 @@ def _check_solver(solver: Any, obj: Objective, theta: Tensor) -> None:
 def influence(
     obj: Objective,
     theta: Tensor,
-    solver: Any,
-    train: Any,
-    test: Any,
+    solver: Solver,
+    train: Data,
+    test: Data,
     *,
     n: int | None = None,
     chunk_size: int | None = 1024,
@@ -157,7 +156,7 @@ def influence(
     return _pair_matrix(obj, theta, solved, train, chunk_size, "influence", progress_bar) / n
 
 
-def _low_rank(solver: Any) -> tuple[Tensor, Tensor] | None:
+def _low_rank(solver: Solver) -> tuple[Tensor, Tensor] | None:
     """``(V [p, r], 1/(λ + d) [r])`` for an eigen-solver holding fewer pairs than parameters."""
     V = getattr(solver, "eigenvectors", None)
     lam = getattr(solver, "eigenvalues", None)
@@ -169,8 +168,8 @@ def _low_rank(solver: Any) -> tuple[Tensor, Tensor] | None:
 def self_influence(
     obj: Objective,
     theta: Tensor,
-    solver: Any,
-    data: Any,
+    solver: Solver,
+    data: Data,
     *,
     n: int | None = None,
     chunk_size: int | None = 256,
@@ -227,9 +226,9 @@ def time_bounded_coefficients(eigenvalues: Tensor, steps: int, lr: float) -> Ten
 def time_bounded_influence(
     obj: Objective,
     theta: Tensor,
-    solver: Any,
-    train: Any,
-    test: Any,
+    solver: Solver,
+    train: Data,
+    test: Data,
     steps: int | Sequence[int],
     lr: float,
     *,
@@ -303,8 +302,8 @@ def tracin(
     obj: Objective,
     checkpoints: Sequence[Tensor],
     learning_rates: Sequence[float],
-    train: Any,
-    test: Any,
+    train: Data,
+    test: Data,
     *,
     n: int | None = None,
     chunk_size: int | None = 1024,
@@ -340,7 +339,7 @@ def tracin(
     return total / n
 
 
-def gradient_dot(obj: Objective, theta: Tensor, train: Any, test: Any, *, n: int | None = None, chunk_size: int | None = 1024) -> Tensor:
+def gradient_dot(obj: Objective, theta: Tensor, train: Data, test: Data, *, n: int | None = None, chunk_size: int | None = 1024) -> Tensor:
     """``(1/n) ∇ℓ(test_i)ᵀ ∇ℓ(train_j)``, ``[n_test, n_train]``: TracIn at one checkpoint with η = 1.
 
     The first-order change of test_i's loss, per unit step size, from removing train_j's gradient
@@ -350,7 +349,7 @@ def gradient_dot(obj: Objective, theta: Tensor, train: Any, test: Any, *, n: int
     return _pair_matrix(obj, theta, obj.per_example_grads(theta, test), train, chunk_size, "gradient dot", False) / n
 
 
-def gradient_cosine(obj: Objective, theta: Tensor, train: Any, test: Any, *, chunk_size: int | None = 1024) -> Tensor:
+def gradient_cosine(obj: Objective, theta: Tensor, train: Data, test: Data, *, chunk_size: int | None = 1024) -> Tensor:
     """Cosine similarity of per-example gradients, ``[n_test, n_train]`` in [−1, 1].
 
     Unitless; same sign as the other scores (positive: a gradient step on train_j lowers
@@ -365,7 +364,7 @@ def gradient_cosine(obj: Objective, theta: Tensor, train: Any, test: Any, *, chu
     return torch.cat(cols, dim=1)
 
 
-def projected_gradients(obj: Objective, theta: Tensor, data: Any, basis: Tensor, *,
+def projected_gradients(obj: Objective, theta: Tensor, data: Data, basis: Tensor, *,
                         chunk_size: int | None = 1024) -> Tensor:
     """Per-example gradients projected on a basis, ``G V``, ``[n, r]``, without holding ``G`` (``[n, p]``).
 

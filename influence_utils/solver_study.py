@@ -34,9 +34,16 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .batching import Data
 from .plotting import COLORS, new_figure
 from .resources import format_seconds  # re-exported: one duration format for the book
-from .solvers import ArnoldiSolver, ConvergenceWarning, LissaDivergenceError, LissaSolver
+from .solvers import (
+    ArnoldiSolver,
+    ConvergenceWarning,
+    LissaDivergenceError,
+    LissaSolver,
+    Solver,
+)
 from .utils import pearson, spearman
 
 __all__ = [
@@ -107,17 +114,17 @@ class MatrixOperator:
         """A placeholder parameter vector ``[p]`` (zeros); it only carries dtype and device."""
         return torch.zeros(self.p, dtype=self.dtype, device=self.device)
 
-    def hvp(self, theta: Tensor, data: Any, v: Tensor, *, gauss_newton: bool = False, weights: Any = None) -> Tensor:
+    def hvp(self, theta: Tensor, data: Data, v: Tensor, *, gauss_newton: bool = False, weights: Any = None) -> Tensor:
         """``H v`` for ``v`` of shape ``[p]`` or ``[k, p]`` (``theta`` and ``data`` are ignored)."""
         if v.shape[-1] != self.p or v.ndim not in (1, 2):
             raise ValueError(f"v must have shape [{self.p}] or [k, {self.p}], got {tuple(v.shape)}")
         return v * self.matrix if self.diagonal else v @ self.matrix
 
-    def hessian(self, theta: Tensor, data: Any, *, gauss_newton: bool = False, weights: Any = None, block: int = 256) -> Tensor:
+    def hessian(self, theta: Tensor, data: Data, *, gauss_newton: bool = False, weights: Any = None, block: int = 256) -> Tensor:
         """The ``[p, p]`` matrix."""
         return torch.diag(self.matrix) if self.diagonal else self.matrix.clone()
 
-    def fit(self, solver: Any) -> Any:
+    def fit(self, solver: Solver) -> Any:
         """Fit ``solver`` on this matrix and return it."""
         return solver.fit(self, self.theta(), self.data)
 
@@ -152,7 +159,7 @@ def damped_solve(exact: Any, v: Tensor, damping: float) -> Tensor:
     return ((v @ V) / (lam + damping)) @ V.T
 
 
-def scores_from_grads(solver: Any, g_test: Tensor, g_train: Tensor, n: int) -> Tensor:
+def scores_from_grads(solver: Solver, g_test: Tensor, g_train: Tensor, n: int) -> Tensor:
     """Influence scores from precomputed per-example gradients, ``[n_test, n_train]``.
 
     ``scores[i, j] = (1/n) g_test[i]ᵀ (H + damping·I)⁻¹ g_train[j]``, exactly what
@@ -211,7 +218,7 @@ def _diverged_row(**kw: Any) -> dict[str, Any]:
 def lissa_error_grid(
     obj: Any,
     theta: Tensor,
-    data: Any,
+    data: Data,
     rhs: Tensor,
     exact: Any,
     *,
@@ -270,7 +277,7 @@ def lissa_error_grid(
 
 
 def arnoldi_eigenvalue_errors(
-    solver: Any, exact_eigenvalues: Tensor, iterations: Sequence[int], k: int
+    solver: Solver, exact_eigenvalues: Tensor, iterations: Sequence[int], k: int
 ) -> pd.DataFrame:
     """Relative error of Arnoldi's top-k Ritz values after each number of iterations.
 
@@ -308,7 +315,7 @@ def _agreement(scores: Tensor, reference: Tensor | None) -> dict[str, float]:
 def abif_rank_sweep(
     obj: Any,
     theta: Tensor,
-    data: Any,
+    data: Data,
     g_test: Tensor,
     g_train: Tensor,
     *,
@@ -363,7 +370,7 @@ def compare_solvers(
     solvers: Mapping[str, Any],
     obj: Any,
     theta: Tensor,
-    data: Any,
+    data: Data,
     g_test: Tensor,
     g_train: Tensor,
     *,

@@ -17,16 +17,23 @@ import copy
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .batching import index_batch, named_tensors, num_examples, validate_batch
+from .batching import (
+    Data,
+    named_tensors,
+    num_examples,
+    subset,
+    validate_batch,
+)
 from .objective import Objective
 
 __all__ = [
+    "Solver",
     "ExactSolver",
     "CGSolver",
     "LissaSolver",
@@ -35,6 +42,29 @@ __all__ = [
     "ConvergenceWarning",
     "FewerEigenpairsWarning",
 ]
+
+
+@runtime_checkable
+class Solver(Protocol):
+    """What the scores need of a solver: ``fit`` on the training objective, then ``solve``.
+
+    The four solvers here follow it; so can one of your own (the scores call nothing else,
+    except ``eigenvalues`` ``[r]`` and ``eigenvectors`` ``[p, r]`` where a low-rank or
+    time-bounded score uses them).
+
+    Attributes:
+        damping: λ ≥ 0; ``solve`` applies ``(H + λI)⁻¹``.
+    """
+
+    damping: float
+
+    def fit(self, obj: Objective, theta: Tensor, data: Data) -> Solver:
+        """Prepare to solve with the Hessian of ``obj.loss`` over ``data`` at ``theta`` ``[p]``; returns self."""
+        ...
+
+    def solve(self, v: Tensor) -> Tensor:
+        """``(H + damping·I)⁻¹ v`` for ``v`` of shape ``[p]`` or ``[k, p]`` (same shape out)."""
+        ...
 
 
 class LissaDivergenceError(RuntimeError):
@@ -70,7 +100,7 @@ class FewerEigenpairsWarning(UserWarning):
     """An eigen-solver kept fewer eigenpairs than the ``rank`` it was asked for."""
 
 
-def _nonfinite_source(obj: Objective, theta: Tensor, data: Any, losses: bool = True) -> str | None:
+def _nonfinite_source(obj: Objective, theta: Tensor, data: Data, losses: bool = True) -> str | None:
     """Where a NaN or inf in the curvature comes from: θ, an input, a target or a loss (None when
     ``losses`` is False and θ and the data are finite)."""
     if not torch.isfinite(theta).all():
@@ -98,7 +128,7 @@ def _nonfinite_source(obj: Objective, theta: Tensor, data: Any, losses: bool = T
             "finite); check the scale of the inputs and of theta, or compute in float64")
 
 
-def _check_finite(result: Tensor, what: str, obj: Objective, theta: Tensor, data: Any) -> Tensor:
+def _check_finite(result: Tensor, what: str, obj: Objective, theta: Tensor, data: Data) -> Tensor:
     if not torch.isfinite(result).all():
         raise FloatingPointError(
             f"the {what} contains NaN or inf, so every score would be NaN; it comes from "
@@ -107,7 +137,7 @@ def _check_finite(result: Tensor, what: str, obj: Objective, theta: Tensor, data
     return result
 
 
-def _refuse_empty(solver: str, obj: Any, data: Any) -> None:
+def _refuse_empty(solver: str, obj: Any, data: Data) -> None:
     """Refuse training data with no examples when fitting on an :class:`Objective` (counted only
     where that is free: tensor pairs and DataLoaders over a sized dataset)."""
     sized = isinstance(data, (tuple, list)) or hasattr(getattr(data, "dataset", None), "__len__")
@@ -150,10 +180,10 @@ class _Solver:
         self._p: int | None = None
 
     # subclasses set self._p and whatever they need
-    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "_Solver":  # pragma: no cover
+    def fit(self, obj: Objective, theta: Tensor, data: Data) -> "_Solver":  # pragma: no cover
         raise NotImplementedError
 
-    def _matvec(self, obj: Objective, theta: Tensor, data: Any, gauss_newton: bool = False, check: bool = True):
+    def _matvec(self, obj: Objective, theta: Tensor, data: Data, gauss_newton: bool = False, check: bool = True):
         def mv(v: Tensor) -> Tensor:
             self.hvp_count += 1 if v.ndim == 1 else v.shape[0]
             out = obj.hvp(theta, data, v, gauss_newton=gauss_newton)
@@ -277,7 +307,7 @@ class ExactSolver(_EigenSolver):
         self.gauss_newton = gauss_newton
         self.rtol = rtol
 
-    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ExactSolver":
+    def fit(self, obj: Objective, theta: Tensor, data: Data) -> "ExactSolver":
         _refuse_empty("ExactSolver", obj, data)
         self.hessian = _check_finite(obj.hessian(theta, data, gauss_newton=self.gauss_newton), "Hessian",
                                      obj, theta, data)
@@ -316,7 +346,7 @@ class CGSolver(_Solver):
         self.residuals: Tensor | None = None
         self.converged: bool | None = None
 
-    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "CGSolver":
+    def fit(self, obj: Objective, theta: Tensor, data: Data) -> "CGSolver":
         _refuse_empty("CGSolver", obj, data)
         self._mv = self._matvec(obj, theta, data, self.gauss_newton)
         self._p = obj.p
@@ -442,7 +472,7 @@ class LissaSolver(_Solver):
         self.batch_size, self.gauss_newton = batch_size, gauss_newton
         self.recorded: dict[int, Tensor] = {}
 
-    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "LissaSolver":
+    def fit(self, obj: Objective, theta: Tensor, data: Data) -> "LissaSolver":
         _refuse_empty("LissaSolver", obj, data)
         if self.batch_size is not None:
             validate_batch(data)  # stochastic batches need indexable tensors
@@ -463,7 +493,7 @@ class LissaSolver(_Solver):
 
         def mv(v: Tensor) -> Tensor:
             idx = torch.randint(self._n, (self.batch_size,), generator=generator)  # host: seeded indices
-            batch = (index_batch(inputs, idx), targets[idx])
+            batch = subset((inputs, targets), idx)
             self.hvp_count += v.shape[0]
             return self._obj.hvp(self._theta, batch, v, gauss_newton=self.gauss_newton)
 
@@ -508,7 +538,7 @@ class LissaSolver(_Solver):
             for t in range(1, self.depth + 1):
                 x_new = b + x - (mv(x) + self.damping * x) / self.scale
                 term = (x_new - x).norm(dim=1)  # ‖(I − (H + λI)/s)^t v‖, the t-th term of the series
-                terms = (terms[1], term) if t > 1 else (bnorm, term)
+                terms = (terms[1] if t > 1 else bnorm, term)  # noqa: F821 -- bound from t = 1 on
                 x = x_new
                 xnorm = x.norm(dim=1)
                 # A converging series has ‖x_t‖ <= (t + 1)‖v‖ and, with a fixed symmetric H,
@@ -664,7 +694,7 @@ class ArnoldiSolver(_EigenSolver):
         self.positive_only, self.rtol, self.gauss_newton = positive_only, rtol, gauss_newton
         self.block_size = None if block_size is None else int(block_size)
 
-    def fit(self, obj: Objective, theta: Tensor, data: Any) -> "ArnoldiSolver":
+    def fit(self, obj: Objective, theta: Tensor, data: Data) -> "ArnoldiSolver":
         _refuse_empty("ArnoldiSolver", obj, data)
         p, b = obj.p, self.block_size
         if b is None:

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, grad_and_value, vmap
 
-from .batching import index_batch, validate_batch
+from .batching import Data, subset, validate_batch
 from .objective import Objective
 from .utils import progress
 
@@ -114,7 +114,7 @@ def removal_weights(n: int, removals: Sequence[int | Sequence[int]], dtype=torch
     return w
 
 
-def _tensor_data(data: Any) -> tuple[Any, Tensor]:
+def _tensor_data(data: Data) -> tuple[Any, Tensor]:
     if not isinstance(data, (tuple, list)):
         raise TypeError("training needs tensor data (inputs, targets) so batches can be indexed; got a "
                         f"{type(data).__name__}")
@@ -128,7 +128,7 @@ def _step_objective(obj: Objective, inputs: Any, targets: Tensor, order: Tensor 
         batch, w = (inputs, targets), weights
     else:
         idx = order[t]
-        batch = (index_batch(inputs, idx), targets[idx])
+        batch = subset((inputs, targets), idx)
         w = None if weights is None else weights[idx]
 
     def f(theta: Tensor) -> Tensor:
@@ -150,7 +150,7 @@ class _Proximal:
     (θ0 is then a stationary point of the objective when nothing is removed), else zero.
     """
 
-    def __init__(self, obj: Objective, theta0: Tensor, data: Any, proximal: float, bregman: bool) -> None:
+    def __init__(self, obj: Objective, theta0: Tensor, data: Data, proximal: float, bregman: bool) -> None:
         if not (proximal >= 0 and proximal < float("inf")):
             raise ValueError(f"proximal must be a finite number >= 0 (the λ of (λ/2)‖θ − θ0‖²), got {proximal}")
         self.strength = float(proximal)
@@ -165,7 +165,7 @@ class _Proximal:
         return value
 
     @staticmethod
-    def make(obj: Objective, theta0: Tensor, data: Any, proximal: float, bregman: bool) -> "_Proximal | None":
+    def make(obj: Objective, theta0: Tensor, data: Data, proximal: float, bregman: bool) -> "_Proximal | None":
         if proximal == 0 and not bregman:
             return None
         return _Proximal(obj, theta0, data, proximal, bregman)
@@ -191,7 +191,7 @@ def record_steps(steps: int, record_every: int | Sequence[int] | None) -> list[i
 def train(
     obj: Objective,
     theta0: Tensor,
-    data: Any,
+    data: Data,
     *,
     steps: int,
     lr: float,
@@ -266,7 +266,7 @@ def train(
 def paired_runs(
     obj: Objective,
     theta0: Tensor,
-    data: Any,
+    data: Data,
     z: Any,
     eps: float,
     *,
@@ -291,7 +291,7 @@ def paired_runs(
 def minimize_newton(
     obj: Objective,
     theta0: Tensor,
-    data: Any,
+    data: Data,
     *,
     weights: Tensor | None = None,
     tol: float = 1e-10,
@@ -338,7 +338,7 @@ def minimize_newton(
 def retrain_without(
     obj: Objective,
     theta0: Tensor,
-    data: Any,
+    data: Data,
     removals: Sequence[int | Sequence[int]],
     *,
     method: str = "gd",
@@ -476,7 +476,7 @@ def retrain_without(
 
 
 
-def loss_changes(obj: Objective, thetas: Tensor, theta: Tensor, data: Any) -> Tensor:
+def loss_changes(obj: Objective, thetas: Tensor, theta: Tensor, data: Data) -> Tensor:
     """Actual change of every example's loss between ``theta`` and each of ``thetas``.
 
     ``out[i, k] = ℓ(z_i; thetas[k]) − ℓ(z_i; theta)``: with ``thetas`` from

@@ -221,24 +221,28 @@ def test_kron_projections_sum_over_positions_calls_and_selected_parameters(param
                                rtol=1e-10, atol=1e-12)
 
 
-def test_kron_projections_fall_back_when_the_examples_of_a_batch_interact():
+def test_kron_projections_fall_back_when_the_examples_of_a_batch_interact(monkeypatch):
     """The first-example check catches a model that mixes examples: "auto" falls back to the
     per-example gradients (the right answer), an explicit "kron" refuses."""
+    from influence_utils import objective as objective_module
+
     torch.manual_seed(0)
     obj = iu.Objective(_BatchCentred().double(), iu.per_example_cross_entropy)
     x, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
     theta = obj.theta()
     V = torch.randn(obj.p, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     assert obj.dense
+    monkeypatch.setattr(objective_module, "KRON_MIN_PARAMETERS", 0)  # "auto" takes "kron" on this small model
     torch.testing.assert_close(obj.per_example_projections(theta, (x, y), V),
                                obj.per_example_grads(theta, (x, y)) @ V, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="disagrees with the per-example gradients.*use method='grad'"):
         obj.per_example_projections(theta, (x, y), V, method="kron")
 
 
-def test_projections_choose_kron_only_for_dense_models(mlp, monkeypatch):
-    """"auto" takes the Kronecker-structured path for an MLP, at any number of columns, and the
-    per-example gradients for a conv net; "kron" on a conv net is refused."""
+def test_projections_choose_kron_only_for_dense_models_with_enough_parameters(mlp, monkeypatch):
+    """"auto" takes the Kronecker-structured path for an MLP with at least KRON_MIN_PARAMETERS
+    parameters, at any number of columns, and the per-example gradients for a smaller MLP or a
+    conv net; "kron" on a conv net is refused."""
     from influence_utils import objective as objective_module
 
     obj, theta, train, _ = mlp
@@ -248,8 +252,13 @@ def test_projections_choose_kron_only_for_dense_models(mlp, monkeypatch):
     original = objective_module.Objective._projections_kron
     monkeypatch.setattr(objective_module.Objective, "_projections_kron",
                         lambda self, *a: calls.append(self) or original(self, *a))
+    assert obj.p < objective_module.KRON_MIN_PARAMETERS
+    obj.per_example_projections(theta, train, torch.zeros(obj.p, 3, dtype=torch.float64))
+    assert calls == []  # too few parameters for the hooks to pay
+    monkeypatch.setattr(objective_module, "KRON_MIN_PARAMETERS", obj.p)
     obj.per_example_projections(theta, train, torch.zeros(obj.p, 3, dtype=torch.float64))
     obj.per_example_projections(theta, train, torch.zeros(obj.p, 60, dtype=torch.float64))
+    monkeypatch.setattr(objective_module, "KRON_MIN_PARAMETERS", 0)
     conv.per_example_projections(conv.theta(), data, torch.zeros(conv.p, 3, dtype=torch.float64))
     assert calls == [obj, obj]
     with pytest.raises(ValueError, match="method='kron' needs every module.*nn.Linear"):
@@ -277,3 +286,24 @@ def test_the_finiteness_check_is_exact_when_a_sum_overflows():
         with pytest.raises(FloatingPointError, match=r"rows \[2\]"):
             _check_finite(t, "x")
     _check_finite(torch.zeros(0, 3), "x")
+
+
+def test_accuracy_counts_predicted_labels_in_chunks():
+    """Binary (one logit, class 1 where positive) and multiclass (argmax), any chunking, against
+    the count by hand; empty data is refused."""
+    torch.manual_seed(0)
+    x = torch.randn(23, 4, dtype=torch.float64)
+    binary = iu.Objective(nn.Linear(4, 1).double(), iu.per_example_cross_entropy, chunk_size=5)
+    multi = iu.Objective(nn.Linear(4, 3).double(), iu.per_example_cross_entropy, chunk_size=5)
+    y2, y3 = torch.randint(0, 2, (23,)), torch.randint(0, 3, (23,))
+    for obj, y in ((binary, y2), (multi, y3)):
+        theta = obj.theta()
+        logits = obj.forward(theta, x)
+        pred = (logits > 0).long() if logits.ndim == 1 else logits.argmax(1)
+        assert obj.accuracy(theta, (x, y)) == int((pred == y).sum()) / 23
+        assert torch.equal(iu.predict_labels(logits), pred)
+    assert 0 < binary.accuracy(binary.theta(), (x, y2)) < 1  # a test that can tell counts apart
+    with pytest.raises(ValueError, match="no examples"):
+        multi.accuracy(multi.theta(), (x[:0], y3[:0]))
+    with pytest.raises(ValueError, match=r"logits must be \[n\] \(binary\) or \[n, C\]"):
+        iu.predict_labels(torch.zeros(2, 3, 4))
