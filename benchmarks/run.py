@@ -794,6 +794,8 @@ def main() -> None:
                              "and replace or add the models of this run; each run's command, date and git "
                              "state are kept under 'runs'")
     args = parser.parse_args()
+    # no progress bars from this package: their terminal writes would be timed with its estimators
+    os.environ["IU_PROGRESS"] = "0"
     if args.pairs < 1:
         parser.error(f"--pairs must be >= 1, got {args.pairs}; pass 5 or more for a median and a range")
     if args.repeats < 1:

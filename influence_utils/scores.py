@@ -145,8 +145,9 @@ def influence(
     low_rank = _low_rank(solver)
     if low_rank is not None:
         # H⁻¹ = V diag(1/(λ+d)) Vᵀ with r < p columns: score in the r-dimensional eigenbasis, so each
-        # chunk of training examples costs its projected gradients G V ([chunk, r], forward mode on
-        # dense models: Objective.per_example_projections) instead of a [chunk, p] x [p, n_test] product.
+        # chunk of training examples costs its projected gradients G V ([chunk, r]; on dense models from
+        # each layer's inputs and output gradients: Objective.per_example_projections) instead of a
+        # [chunk, p] x [p, n_test] product.
         V, inv = low_rank
         solver.solve(torch.zeros(1, obj.p, dtype=obj.dtype, device=obj.device))  # the solver's own checks
         left = obj.per_example_projections(theta, test, V) * inv  # [n_test, r]
