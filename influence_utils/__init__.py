@@ -32,6 +32,7 @@ from . import (
     perturbation,
     plotting,
     resources,
+    runs,
     scores,
     solver_study,
     solvers,
@@ -76,6 +77,7 @@ from .perturbation import (
     linearized_removal,
     weighted_runs,
 )
+from .runs import SGD
 from .scores import (
     gradient_cosine,
     gradient_dot,
@@ -129,6 +131,7 @@ __all__ = [
     "gradient_dot",
     "gradient_cosine",
     # training and ground truth
+    "SGD",
     "Trajectory",
     "train",
     "retrain_without",
@@ -196,6 +199,7 @@ __all__ = [
     "perturbation",
     "plotting",
     "resources",
+    "runs",
     "scores",
     "solver_study",
     "solvers",

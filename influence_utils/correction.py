@@ -47,17 +47,19 @@ removal. :func:`correction_costs` tabulates what corrections cost against retrai
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import vmap
 from torch.utils._pytree import tree_map
 
 from .batching import Data, index_batch, subset, validate_batch
 from .objective import Objective, predict_labels
+from .runs import SGD, descend
 from .scores import (
     gradient_cosine,
     gradient_dot,
@@ -296,10 +298,9 @@ def _stack_rows(inputs: Any, index: Tensor) -> Any:
     return tree_map(lambda t: t.reshape(m, k, *t.shape[1:]), flat)
 
 
-def _runner(obj: Objective, lr: float, weight_decay: float, record: list[int], heldout_x: Any,
-            heldout_y: Tensor, eval_chunk: int):
-    """A function of one run (vmapped over runs): s_max steps, evaluated at the recorded steps."""
-    record_set, s_max = set(record), max(record)
+def _evaluator(obj: Objective, heldout_x: Any, heldout_y: Tensor, eval_chunk: int):
+    """``(θ [k, p], x1, y1) -> (test logits, test loss, held-out logits, held-out losses)`` of k runs,
+    each at its own test example ``x1`` (``[k, 1, ...]``)."""
     n_h = int(heldout_y.shape[0])
 
     def evaluate(theta: Tensor, x1: Any, y1: Tensor):
@@ -311,22 +312,7 @@ def _runner(obj: Objective, lr: float, weight_decay: float, record: list[int], h
         h_loss = obj.loss_fn(h_logits, heldout_y)
         return test_logits[0], test_loss, h_logits, h_loss
 
-    def run(theta0: Tensor, xs: Any, ys: Tensor, x1: Any, y1: Tensor):
-        def objective(t: Tensor) -> Tensor:
-            value = obj.loss_fn(obj.forward(t, xs), ys).mean()
-            if weight_decay:
-                value = value + 0.5 * weight_decay * t.pow(2).sum()
-            return value
-
-        g = grad(objective)
-        theta, recorded = theta0, []
-        for step in range(1, s_max + 1):
-            theta = theta - lr * g(theta)
-            if step in record_set:
-                recorded.append(evaluate(theta, x1, y1))
-        return tuple(torch.stack(parts) for parts in zip(*recorded))
-
-    return run
+    return vmap(evaluate)
 
 
 def _forward_all(obj: Objective, theta: Tensor, inputs: Any, n: int, chunk: int) -> Tensor:
@@ -450,7 +436,8 @@ def _check_correction(train: Data, test: Data, heldout: Data, selections: Mappin
     return ks_, steps_, ids
 
 
-def _before(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk: int) -> dict[str, Tensor]:
+def _before(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk: int,
+            what: str = "correct") -> dict[str, Tensor]:
     """Predictions and losses at the checkpoint (on the host): the test examples, which must all be
     mis-predicted, and the held-out set."""
     test_x, test_y = validate_batch(test)
@@ -462,7 +449,7 @@ def _before(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk
     if len(already):
         raise ValueError(
             f"test examples {already[:5].tolist()} are already predicted correctly at theta; "
-            "correct() expects mis-predicted examples: select them with iu.correction.mispredicted"
+            f"{what}() expects mis-predicted examples: select them with iu.correction.mispredicted"
         )
     with torch.no_grad():
         loss0 = obj.loss_fn(test_logits0, test_y).cpu()
@@ -491,21 +478,29 @@ def _correction_jobs(train: Data, test: Data, selections: Mapping[str, Tensor], 
 
 def _fine_tune(obj: Objective, theta: Tensor, test: Data, heldout: Data, jobs: list, steps: list[int], lr: float,
                wd: float, chunk: int, eval_chunk: int, progress_bar: bool | None) -> list[list[tuple]]:
-    """Every job's runs, ``chunk`` test examples at a time in one ``vmap``: per job, a list of
-    ``(test logits, test loss, held-out logits, held-out losses)`` blocks on the host."""
+    """Every job's runs, ``chunk`` test examples at a time in one block of
+    :func:`~influence_utils.runs.descend` (full-batch steps on each run's own selection, objective
+    ``obj.loss`` with weight decay ``wd``): per job, a list of ``(test logits, test loss,
+    held-out logits, held-out losses)`` blocks on the host, each ``[runs, len(steps), ...]``."""
     test_x, test_y = validate_batch(test)
-    heldout_x, heldout_y = validate_batch(heldout)
-    n_test = int(test_y.shape[0])
-    run = vmap(_runner(obj, float(lr), wd, steps, heldout_x, heldout_y, eval_chunk), in_dims=(None, 0, 0, 0, 0))
+    evaluate = _evaluator(obj, *validate_batch(heldout), eval_chunk)
+    tuner = copy.copy(obj)
+    tuner.weight_decay = float(wd)
+    schedule = SGD(max(steps), lr, record_every=tuple(steps))
     test_x1 = tree_map(lambda t: t.unsqueeze(1), test_x)  # each run's own test example, [1, ...]
     test_y1 = test_y.unsqueeze(1)
+    n_test = int(test_y.shape[0])
     tasks = [(j, a) for j in range(len(jobs)) for a in range(0, n_test, chunk)]
     results: list[list[tuple]] = [[] for _ in jobs]
     for j, a in progress(tasks, desc="correction runs", total=len(tasks), show=progress_bar):
         _, _, xs, ys = jobs[j]
         sl = slice(a, min(a + chunk, n_test))
+        x1, y1, recorded = index_batch(test_x1, sl), test_y1[sl], []
         with torch.no_grad():
-            out = run(theta, index_batch(xs, sl), ys[sl], index_batch(test_x1, sl), test_y1[sl])
+            descend(tuner, theta.expand(len(ys[sl]), -1), (index_batch(xs, sl), ys[sl]), schedule, data_per_run=True,
+                    on_record=lambda t, th, x1=x1, y1=y1, rec=recorded: rec.append(evaluate(th, x1, y1)),
+                    desc="fine-tuning run", progress_bar=False)
+        out = tuple(torch.stack(parts, dim=1) for parts in zip(*recorded))
         if not all(torch.isfinite(t).all() for t in out):
             raise FloatingPointError("a fine-tuning run diverged (non-finite values); lower lr")
         results[j].append(tuple(t.cpu() for t in out))
@@ -771,26 +766,22 @@ def _evaluate_thetas(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldou
 
     Returns CPU tensors ``[m(, C)]``, ``[m]``, ``[m, n_h(, C)]``, ``[m, n_h]``; ``chunk`` runs at a time.
     """
-    m = thetas.shape[0]
-    parts = [_evaluate_block(obj, thetas[a:a + chunk], index_batch(x1, slice(a, a + chunk)), y1[a:a + chunk],
-                             heldout, eval_chunk) for a in range(0, m, chunk)]
+    evaluate = _evaluator(obj, *validate_batch(heldout), eval_chunk)
+    with torch.no_grad():
+        parts = [evaluate(thetas[a:a + chunk], index_batch(x1, slice(a, a + chunk)), y1[a:a + chunk])
+                 for a in range(0, thetas.shape[0], chunk)]
     return tuple(torch.cat([p[i].cpu() for p in parts]) for i in range(4))
 
 
-def _evaluate_block(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldout: Data,
-                    eval_chunk: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    hx, hy = validate_batch(heldout)
-    n_h = int(hy.shape[0])
-
-    def one(theta: Tensor, x: Any, y: Tensor):
-        t_logits = obj.forward(theta, x)
-        parts = [obj.forward(theta, index_batch(hx, slice(a, min(a + eval_chunk, n_h))))
-                 for a in range(0, n_h, eval_chunk)]
-        h_logits = torch.cat(parts)
-        return t_logits[0], obj.loss_fn(t_logits, y)[0], h_logits, obj.loss_fn(h_logits, hy)
-
+def _evaluate_shared(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk: int) -> tuple[Tensor, ...]:
+    """:func:`_evaluate_thetas` for one θ ``[p]`` shared by every test example (evaluated once, expanded)."""
+    (test_x, test_y), (hx, hy) = validate_batch(test), validate_batch(heldout)
+    n_test = int(test_y.shape[0])
     with torch.no_grad():
-        return vmap(one)(thetas, x1, y1)
+        t_logits = _forward_all(obj, theta, test_x, n_test, eval_chunk).cpu()
+        h_logits = _forward_all(obj, theta, hx, int(hy.shape[0]), eval_chunk)
+        t_loss, h_loss = obj.loss_fn(t_logits, test_y.cpu()), obj.loss_fn(h_logits, hy).cpu()
+    return t_logits, t_loss, h_logits.cpu().expand(n_test, *h_logits.shape), h_loss.expand(n_test, -1)
 
 
 def remove_and_retrain(
@@ -803,9 +794,7 @@ def remove_and_retrain(
     *,
     ks: Sequence[int],
     steps: Sequence[int],
-    lr: float,
-    batch_size: int | None,
-    seed: int = 0,
+    recipe: SGD,
     test_ids: Sequence[int] | None = None,
     chunk: int = 16,
     eval_chunk: int = 256,
@@ -815,10 +804,9 @@ def remove_and_retrain(
     For test example i and k in ``ks``, the k training examples with the most negative
     ``scores[i]`` (:func:`select_harmful`: the ones predicted to raise i's true-label loss) get
     weight 0 (the 1/n normalisation kept), and training continues from the checkpoint ``theta``
-    with the checkpoint's recipe: s steps of mini-batch SGD of size ``lr`` on batches of
-    ``batch_size`` in the order of ``seed``, with the objective's weight decay, for each s in
-    ``steps`` — exactly :func:`~influence_utils.training.retrain_without` (``method="gd"``),
-    which runs them vectorised. A paired run without any removal (``"continue"``, same batch
+    with the checkpoint's ``recipe``: s of its SGD steps (its step size, batch size and batch
+    order), with the objective's weight decay, for each s in ``steps`` — exactly
+    :func:`~influence_utils.training.retrain_without` (``method="gd"``), which runs them vectorised. A paired run without any removal (``"continue"``, same batch
     order) separates the effect of the removal from that of continued training.
 
     Args:
@@ -829,7 +817,8 @@ def remove_and_retrain(
         ks: numbers of removed opponents.
         steps: horizons s (each a separate run of s steps from ``theta``; include a long one,
             e.g. an epoch, to see whether the removal ever matters).
-        lr, batch_size, seed: the checkpoint's training recipe.
+        recipe: the checkpoint's schedule (e.g. ``checkpoint.task.schedule``); its ``steps`` are
+            replaced by each s of ``steps``.
         chunk: runs vectorised together.
 
     Returns:
@@ -837,68 +826,33 @@ def remove_and_retrain(
         (the latter does not depend on k and is repeated under every k).
 
     Raises:
-        ValueError: for bad grids, a non-positive lr, scores of the wrong shape, or a test example
-            the checkpoint already predicts correctly.
+        ValueError: for bad grids, scores of the wrong shape, or a test example the checkpoint
+            already predicts correctly.
     """
     import pandas as pd
 
-    train_x, train_y = validate_batch(train)
-    test_x, test_y = validate_batch(test)
-    hx, hy = validate_batch(heldout)
+    train_y, (test_x, test_y) = validate_batch(train)[1], validate_batch(test)
     ks_, steps_ = _check_grid("ks", ks), _check_grid("steps", steps)
-    check_learning_rate(lr)
+    if not isinstance(recipe, SGD):
+        raise TypeError(f"recipe must be the checkpoint's iu.SGD schedule (e.g. task.schedule), got {recipe!r}")
     n_test, n_train = int(test_y.shape[0]), int(train_y.shape[0])
     if scores.shape != (n_test, n_train):
         raise ValueError(f"scores must be [n_test={n_test}, n_train={n_train}], got {tuple(scores.shape)}")
     ids = list(range(n_test)) if test_ids is None else [int(i) for i in test_ids]
     if len(ids) != n_test:
         raise ValueError(f"test_ids has {len(ids)} entries for {n_test} test examples")
-    labels = _labels(test_y).cpu()
-    logits0 = _forward_all(obj, theta, test_x, n_test, eval_chunk)
-    pred0 = predict_labels(logits0).cpu()
-    if (pred0 == labels).any():
-        raise ValueError("remove_and_retrain expects mis-predicted test examples (see mispredicted)")
-    with torch.no_grad():
-        loss0 = obj.loss_fn(logits0, test_y).cpu()
-        h_logits0 = _forward_all(obj, theta, hx, int(hy.shape[0]), eval_chunk)
-        h_loss0 = obj.loss_fn(h_logits0, hy).cpu()
-    h_labels = _labels(hy).cpu()
-    h_right0 = predict_labels(h_logits0).cpu() == h_labels
+    before = _before(obj, theta, test, heldout, eval_chunk, "remove_and_retrain")
     harmful = select_harmful(scores, max(ks_)).cpu()
     removals = [harmful[i, :k].tolist() for k in ks_ for i in range(n_test)] + [[]]  # the last: no removal
-    x1 = tree_map(lambda t: t.unsqueeze(1), test_x)
-    y1 = test_y.unsqueeze(1)
+    x1, y1 = tree_map(lambda t: t.unsqueeze(1), test_x), test_y.unsqueeze(1)
     rows = []
     for s in steps_:
-        thetas = retrain_without(obj, theta, train, removals, method="gd", steps=s, lr=lr, batch_size=batch_size,
-                                 seed=seed, chunk=chunk, progress_bar=False)
-        runs = [("remove", k, thetas[j * n_test:(j + 1) * n_test]) for j, k in enumerate(ks_)]
-        runs.append(("continue", None, thetas[-1]))
-        for name, k, th in runs:
-            if th.ndim == 1:  # the run without removal: one θ for every test example
-                with torch.no_grad():
-                    t_logits = _forward_all(obj, th, test_x, n_test, eval_chunk).cpu()
-                    h_logits = _forward_all(obj, th, hx, int(hy.shape[0]), eval_chunk)
-                    t_loss, h_loss = obj.loss_fn(t_logits, test_y.cpu()), obj.loss_fn(h_logits, hy).cpu()
-                h_logits = h_logits.cpu().expand(n_test, *h_logits.shape)
-                h_loss = h_loss.expand(n_test, -1)
-            else:
-                t_logits, t_loss, h_logits, h_loss = _evaluate_thetas(obj, th, x1, y1, heldout, eval_chunk, chunk)
-            t_pred = predict_labels(t_logits)
-            h_right = predict_labels(h_logits.reshape(-1, *h_logits.shape[2:])).view(n_test, -1) == h_labels
-            for i in range(n_test):
-                base = {
-                    "method": name, "example": ids[i], "s": s, "label": int(labels[i]),
-                    "pred_before": int(pred0[i]), "pred_after": int(t_pred[i]),
-                    "flipped": bool(t_pred[i] == labels[i]),
-                    "loss_before": float(loss0[i]), "loss_after": float(t_loss[i]),
-                    "loss_change": float(t_loss[i] - loss0[i]),
-                    "heldout_acc_change": float(h_right[i].double().mean() - h_right0.double().mean()),
-                    "heldout_loss_change": float(h_loss[i].double().mean() - h_loss0.double().mean()),
-                    "heldout_broken": int((h_right0 & ~h_right[i]).sum()),
-                    "heldout_fixed": int((~h_right0 & h_right[i]).sum()),
-                }
-                rows.extend({**base, "k": kk} for kk in ([k] if k is not None else ks_))
+        thetas = retrain_without(obj, theta, train, removals, recipe.replace(steps=s), chunk=chunk, progress_bar=False)
+        for j, k in enumerate(ks_):
+            out = _evaluate_thetas(obj, thetas[j * n_test:(j + 1) * n_test], x1, y1, heldout, eval_chunk, chunk)
+            rows += _correction_rows("remove", [k], [tuple(t.unsqueeze(1) for t in out)], before, [s], ids)
+        out = _evaluate_shared(obj, thetas[-1], test, heldout, eval_chunk)  # the run without removal
+        rows += _correction_rows("continue", ks_, [tuple(t.unsqueeze(1) for t in out)], before, [s], ids)
     frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
     return frame.sort_values(["method", "k", "s", "example"], ascending=[False, True, True, True],
                              kind="stable").reset_index(drop=True)

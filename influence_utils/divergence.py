@@ -39,14 +39,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import vmap
 from torch.utils._pytree import tree_map
 
-from .batching import Data, index_batch, num_examples, subset, validate_batch
+from .batching import Data, index_batch, num_examples
 from .objective import Objective
+from .runs import SGD, descend, run_blocks, tensor_data
 from .scores import time_bounded_coefficients
-from .training import Trajectory, batch_order, record_steps
-from .utils import pearson, progress, spearman
+from .training import Trajectory
+from .utils import pearson, spearman
 
 __all__ = [
     "PerturbedRuns",
@@ -67,19 +68,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _tensor_data(data: Data, what: str) -> tuple[Any, Tensor]:
-    if not isinstance(data, (tuple, list)):
-        raise TypeError(f"{what} must be tensors (inputs, targets) so batches can be indexed; got a "
-                        f"{type(data).__name__}")
-    return validate_batch(data)
-
-
-def _step_batch(inputs: Any, targets: Tensor, order: Tensor | None, t: int) -> tuple[Any, Tensor]:
-    if order is None:
-        return inputs, targets
-    return subset((inputs, targets), order[t])
 
 
 def _device_of(*values: Any) -> torch.device | None:
@@ -186,25 +174,22 @@ def perturbed_runs(
     data: Data,
     z: Any,
     eps: float | Sequence[float] | Tensor,
+    schedule: SGD | None = None,
     *,
-    steps: int,
-    lr: float,
-    batch_size: int | None = None,
-    seed: int = 0,
-    record_every: int | Sequence[int] | None = 1,
     test: Data = None,
     keep_thetas: bool = False,
     keep_base: bool = True,
     project: Tensor | None = None,
     chunk: int = 64,
     progress_bar: bool | None = None,
+    **sgd: Any,
 ) -> PerturbedRuns:
     """Training runs from ``theta0`` perturbed by ε·ℓ(z), for every z and every ε, and the unperturbed run.
 
     Every run takes ``θ ← θ − lr·∇[obj.loss(θ, B_t) + ε·ℓ(z; θ)]`` with the batches B_t of
-    :func:`~influence_utils.training.batch_order` (``seed``): exactly
+    :func:`~influence_utils.runs.batch_order` (``seed``): the steps of
     :func:`~influence_utils.training.train` with ``perturbation=(z, ε)``. All runs are stepped
-    together in one ``vmap``, ``chunk`` runs at a time; the unperturbed run is a row with ε = 0 in
+    together in one ``vmap`` (:func:`~influence_utils.runs.descend`), ``chunk`` runs at a time; the unperturbed run is a row with ε = 0 in
     the same computation, so base and perturbed runs differ only by ε, not by rounding.
 
     Args:
@@ -215,12 +200,11 @@ def perturbed_runs(
         eps: one ε or a list; every z is run with every ε (``k = m·len(eps)`` runs, z-major:
             run ``k`` uses ``z[k // len(eps)]`` and ``eps[k % len(eps)]``). ε = −1/n removes z
             from the objective (full batch) and ε > 0 up-weights it.
-        steps: number of updates.
-        lr: step size η.
-        batch_size: examples per step; ``None`` = full-batch gradient descent.
-        seed: seeds the batch order, shared by all runs.
-        record_every: record every this many steps (start and end always), or a list of the
-            steps to record (e.g. log-spaced horizons ``[0, 1, 2, 5, 10, 20, 50, ...]``).
+        schedule: an :class:`~influence_utils.runs.SGD` shared by all runs (its seed gives them
+            one batch order), or its fields as keywords: ``steps`` updates of size ``lr`` on
+            batches of ``batch_size`` (``None`` = full batch), recorded every ``record_every``
+            steps (default 1 in the keyword form; start and end always) or at a list of steps
+            (e.g. log-spaced horizons ``[0, 1, 2, 5, 10, 20, 50, ...]``).
         test: optional query data: record ℓ(test_i; θ) at every recorded step of every run.
         keep_thetas: also keep the parameters of every perturbed run at every recorded step
             (``k·R·p`` numbers: mind the memory). By default only what the chapters read is kept:
@@ -242,95 +226,79 @@ def perturbed_runs(
     Raises:
         FloatingPointError: if a run diverges (non-finite parameters; lower ``lr``).
     """
-    inputs, targets = _tensor_data(data, "data")
-    zx, zy = _tensor_data(z, "z")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if schedule is None:
+        sgd.setdefault("record_every", 1)
+    schedule = SGD.of(schedule, "perturbed_runs", **sgd)
+    inputs, targets = tensor_data(data, "data")
+    zx, zy = tensor_data(z, "z")
     obj.check_theta(theta0)
     n, m = int(targets.shape[0]), int(zy.shape[0])
     e = _as_eps(eps, theta0.dtype, theta0.device)
     z_index = torch.arange(m, device=theta0.device).repeat_interleave(e.numel())
     eps_all = e.repeat(m)
-    order = batch_order(n, steps, batch_size, seed)
-    record = record_steps(steps, record_every)
     if test is not None:
-        _tensor_data(test, "test")
+        tensor_data(test, "test")
     if project is not None and (project.ndim != 2 or project.shape[0] != theta0.numel()):
         raise ValueError(f"project must be directions [p={theta0.numel()}, r], got {tuple(project.shape)}")
-
-    def step_loss(theta: Tensor, x1: Any, y1: Tensor, e1: Tensor, batch) -> Tensor:
-        value = obj.loss(theta, batch)
-        z_loss = obj.losses(theta, _unsqueeze(x1), y1.unsqueeze(0)).sum()
-        return value + e1 * z_loss
-
-    step_grad = vmap(grad(step_loss), in_dims=(0, 0, 0, 0, None))
-
-    def test_losses(thetas: Tensor) -> Tensor:
-        return vmap(lambda t: obj.per_example_losses(t, test))(thetas)
-
-    gaps, thetas_out, losses_out, proj_out = [], [], [], []
-    base_thetas = base_losses = None
-    starts = list(range(0, eps_all.numel(), chunk))
-    for ci, start in enumerate(starts):
-        rows = torch.arange(start, min(start + chunk, eps_all.numel()), device=theta0.device)
+    record = _Recorder(obj, test, keep_thetas, keep_base, project)
+    blocks = list(run_blocks(eps_all.numel(), chunk, progress_bar=False))
+    for ci, rows in enumerate(blocks):
         # row 0 is the unperturbed run (ε = 0; its z is a placeholder that contributes 0·∇ℓ)
-        zi = torch.cat([z_index[rows[:1]], z_index[rows]])
-        xk, yk = index_batch(zx, zi), zy[zi]
+        zi = torch.cat([z_index[rows][:1], z_index[rows]])
+        zk = (tree_map(lambda t: t.unsqueeze(1), index_batch(zx, zi)), zy[zi].unsqueeze(1))  # one z per run
         ek = torch.cat([eps_all.new_zeros(1), eps_all[rows]])
-        theta = theta0.detach().unsqueeze(0).repeat(len(zi), 1)
-        # what is recorded at each recorded step, never the runs' whole parameters (unless asked)
-        rec_gap, rec_base, rec_theta, rec_loss, rec_proj = [], [], [], [], []
-        bar = progress(range(steps + 1), desc=f"perturbed runs {ci + 1}/{len(starts)}", total=steps + 1,
-                       show=progress_bar)
-        for t in bar:
-            if t in record:
-                diff = theta[1:] - theta[:1]
-                rec_gap.append(diff.norm(dim=-1))
-                if ci == 0 and keep_base:
-                    rec_base.append(theta[0].clone())  # a copy: a view would keep all the chunk's runs
-                if keep_thetas:
-                    rec_theta.append(theta[1:])
-                if project is not None:
-                    rec_proj.append(diff @ project)
-                if test is not None:
-                    rec_loss.append(test_losses(theta))
-            if t == steps:
-                break
-            batch = _step_batch(inputs, targets, order, t)
-            theta = theta - lr * step_grad(theta, xk, yk, ek, batch)
-            if not torch.isfinite(theta).all():
-                raise FloatingPointError(f"a perturbed run diverged at step {t} (non-finite parameters); lower lr={lr}")
-        if ci == 0:
-            base_thetas = torch.stack(rec_base) if keep_base else None
-            base_losses = torch.stack(rec_loss, dim=1)[0] if test is not None else None
-        gaps.append(torch.stack(rec_gap, dim=1))
-        if keep_thetas:
-            thetas_out.append(torch.stack(rec_theta, dim=1))
-        if project is not None:
-            proj_out.append(torch.stack(rec_proj, dim=1))
-        if test is not None:
-            losses_out.append(torch.stack(rec_loss, dim=1)[1:])
-        del theta, rec_gap, rec_base, rec_theta, rec_loss, rec_proj
-    return PerturbedRuns(
-        steps=record,
-        lr=float(lr),
-        eps=eps_all,
-        z_index=z_index,
-        gaps=torch.cat(gaps),
-        n=n,
-        base=base_thetas,
-        perturbed=torch.cat(thetas_out) if keep_thetas else None,
-        base_test_losses=base_losses,
-        test_losses=torch.cat(losses_out) if test is not None else None,
-        batch_indices=order,
-        projections=torch.cat(proj_out) if project is not None else None,
-    )
+        record.start(first=ci == 0)
+        descend(obj, theta0.detach().expand(len(zi), -1), (inputs, targets), schedule, perturbation=(zk, ek),
+                on_record=record, desc=f"perturbed runs {ci + 1}/{len(blocks)}", progress_bar=progress_bar)
+        record.finish()
+    return record.result(steps=schedule.recorded(), lr=schedule.lr, eps=eps_all, z_index=z_index, n=n,
+                         batch_indices=schedule.order(n))
 
 
-def _unsqueeze(x: Any) -> Any:
-    return tree_map(lambda a: a.unsqueeze(0), x)
+class _Recorder:
+    """What :func:`perturbed_runs` keeps at each recorded step of a block of runs (row 0 unperturbed):
+    the gaps, the test losses, the projections, and (if asked) the parameters."""
+
+    def __init__(self, obj: Objective, test: Data, keep_thetas: bool, keep_base: bool, project: Tensor | None):
+        self.obj, self.test, self.keep_thetas, self.keep_base, self.project = obj, test, keep_thetas, keep_base, project
+        self.gaps, self.thetas, self.losses, self.projections = [], [], [], []
+        self.base = self.base_losses = None
+
+    def start(self, first: bool) -> None:
+        self.first = first
+        self.block = {"gap": [], "base": [], "theta": [], "loss": [], "proj": []}
+
+    def __call__(self, t: int, theta: Tensor) -> None:
+        diff, b = theta[1:] - theta[:1], self.block
+        b["gap"].append(diff.norm(dim=-1))
+        if self.first and self.keep_base:
+            b["base"].append(theta[0].clone())  # a copy: a view would keep all the block's runs
+        if self.keep_thetas:
+            b["theta"].append(theta[1:])
+        if self.project is not None:
+            b["proj"].append(diff @ self.project)
+        if self.test is not None:
+            b["loss"].append(vmap(lambda u: self.obj.per_example_losses(u, self.test))(theta))
+
+    def finish(self) -> None:
+        b = self.block
+        if self.first:
+            self.base = torch.stack(b["base"]) if self.keep_base else None
+            self.base_losses = torch.stack(b["loss"], dim=1)[0] if self.test is not None else None
+        self.gaps.append(torch.stack(b["gap"], dim=1))
+        if self.keep_thetas:
+            self.thetas.append(torch.stack(b["theta"], dim=1))
+        if self.project is not None:
+            self.projections.append(torch.stack(b["proj"], dim=1))
+        if self.test is not None:
+            self.losses.append(torch.stack(b["loss"], dim=1)[1:])
+        del self.block
+
+    def result(self, **fields: Any) -> PerturbedRuns:
+        cat = lambda parts: torch.cat(parts) if parts else None  # noqa: E731
+        return PerturbedRuns(gaps=torch.cat(self.gaps), base=self.base, perturbed=cat(self.thetas),
+                             base_test_losses=self.base_losses, test_losses=cat(self.losses),
+                             projections=cat(self.projections), **fields)
 
 
 def _thetas_of(run: Any, what: str) -> tuple[Tensor, list[int] | None]:
@@ -663,13 +631,10 @@ def linear_response(
     theta0: Tensor,
     data: Data,
     z: Any,
+    schedule: SGD | None = None,
     *,
-    steps: int,
-    lr: float,
-    batch_size: int | None = None,
-    seed: int = 0,
-    record_every: int | Sequence[int] | None = 1,
     progress_bar: bool | None = None,
+    **sgd: Any,
 ) -> LinearResponse:
     """The linear response δ(t) = ∂θ_ε(t)/∂ε at ε = 0, for every z, by the recursion along the run.
 
@@ -683,40 +648,33 @@ def linear_response(
     with one block Hessian-vector product per step. No matrix is formed; memory is ``m·R·p``.
 
     Args:
-        obj, theta0, data, steps, lr, batch_size, seed, record_every, progress_bar: as in
-            :func:`perturbed_runs`.
+        obj, theta0, data, schedule, sgd, progress_bar: as in :func:`perturbed_runs`.
         z: the perturbing examples ``(inputs [m, ...], targets [m])``.
 
     Returns:
         A :class:`LinearResponse`; ``θ(t) + ε·delta[j, r]`` is the first-order prediction of the
         run perturbed by ``ε·ℓ(z_j)`` at step ``steps[r]``.
     """
-    inputs, targets = _tensor_data(data, "data")
-    _tensor_data(z, "z")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    if schedule is None:
+        sgd.setdefault("record_every", 1)
+    schedule = SGD.of(schedule, "linear_response", **sgd)
+    tensor_data(z, "z")
     obj.check_theta(theta0)
-    n, m = int(targets.shape[0]), num_examples(z)
-    order = batch_order(n, steps, batch_size, seed)
-    record = record_steps(steps, record_every)
-    theta = theta0.detach().clone()
-    delta = theta.new_zeros(m, theta.numel())
+    n, m, lr = int(tensor_data(data, "data")[1].shape[0]), num_examples(z), schedule.lr
+    delta = theta0.new_zeros(m, theta0.numel())
     deltas, thetas = [], []
-    for t in progress(range(steps + 1), desc="linear response", total=steps + 1, show=progress_bar):
-        if t in record:
-            deltas.append(delta)
-            thetas.append(theta)
-        if t == steps:
-            break
-        batch = _step_batch(inputs, targets, order, t)
-        g = grad(lambda th, batch=batch: obj.loss(th, batch))(theta)
-        h_delta = obj.hvp(theta, batch, delta)
-        g_z = obj.per_example_grads(theta, z)
-        delta = delta - lr * (h_delta + g_z)
-        theta = theta - lr * g
-        if not torch.isfinite(theta).all():
-            raise FloatingPointError(f"training diverged at step {t}; lower lr={lr}")
-    return LinearResponse(record, float(lr), torch.stack(deltas, dim=1), torch.stack(thetas), n)
+
+    def record(t: int, theta: Tensor) -> None:
+        deltas.append(delta)
+        thetas.append(theta)
+
+    def carry(t: int, theta: Tensor, batch: Data) -> None:  # δ ← δ − η(H_t δ + ∇ℓ(z; θ_t)), before θ's step
+        nonlocal delta
+        delta = delta - lr * (obj.hvp(theta, batch, delta) + obj.per_example_grads(theta, z))
+
+    descend(obj, theta0, data, schedule, on_record=record, on_step=carry, desc="linear response",
+            progress_bar=progress_bar)
+    return LinearResponse(schedule.recorded(), lr, torch.stack(deltas, dim=1), torch.stack(thetas), n)
 
 
 def fixed_curvature_response(

@@ -49,6 +49,7 @@ from .divergence import (
 )
 from .objective import Objective
 from .resources import Measurement, measure
+from .runs import SGD
 from .scores import influence, time_bounded_influence
 from .solvers import ArnoldiSolver, Solver
 from .training import train as sgd_train
@@ -328,7 +329,7 @@ def fading_study(
     query_index = torch.randperm(n_test, generator=gen)[:n_queries].sort().values  # host: as above
     z, queries = subset(train, z_index), subset(test, query_index)
     hessian_data = _subsample(train, hessian_examples, gen)
-    run_kw = dict(steps=horizon, lr=lr, batch_size=batch_size, record_every=record)
+    schedule = SGD(horizon, lr, batch_size=batch_size, seed=seed, record_every=record)
     saved_chunk = obj.chunk_size
     try:
         with measure(name) as m:
@@ -336,9 +337,8 @@ def fading_study(
                 solver = ArnoldiSolver(rank=rank, iterations=iterations, positive_only=True,
                                        seed=seed).fit(obj, theta, hessian_data)
             eig = top_by_magnitude(solver.ritz_values, rank).cpu()
-            runs = perturbed_runs(obj, theta, train, z, -1.0 / n, seed=seed, test=queries, progress_bar=False,
-                                  **run_kw)
-            controls = [sgd_train(obj, theta, train, seed=seed + 1 + c, progress_bar=False, **run_kw)
+            runs = perturbed_runs(obj, theta, train, z, -1.0 / n, schedule, test=queries, progress_bar=False)
+            controls = [sgd_train(obj, theta, train, schedule.replace(seed=seed + 1 + c), progress_bar=False)
                         for c in range(control_seeds)]
             control_gaps = divergence_curve(runs.base, *controls)
             actual = runs.actual_scores()

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.func import grad, jvp, vmap
+from torch.func import jvp, vmap
 
-from .batching import Data, subset, validate_batch
+from .batching import Data
 from .objective import Objective
-from .training import batch_order
-from .utils import as_numpy, progress
+from .runs import SGD, descend, newton_runs, run_blocks, tensor_data
+from .utils import as_numpy
 
 __all__ = [
     "Sweep",
@@ -88,46 +88,19 @@ def upweight_weights(n: int, group: Group, eps: Sequence[float] | Tensor, dtype=
     return w
 
 
-def _tensor_data(data: Data) -> tuple[Any, Tensor]:
-    if not isinstance(data, (tuple, list)):
-        raise TypeError(f"need tensor data (inputs, targets) so batches can be indexed; got a {type(data).__name__}")
-    return validate_batch(data)
-
-
-def _gd_run(obj: Objective, data: Data, steps: int, lr: float, batch_size: int | None, seed: int):
-    """θ_T as a function of the start ``[p]`` and the weights ``[n]``: exactly the steps of
-    :func:`~influence_utils.training.train`."""
-    inputs, targets = _tensor_data(data)
-    order = batch_order(targets.shape[0], steps, batch_size, seed)
-    batches = None if order is None else [subset((inputs, targets), idx) for idx in order]
-
-    def run(theta: Tensor, w: Tensor) -> Tensor:
-        for t in range(steps):
-            if batches is None:
-                g = grad(lambda th: obj.loss(th, (inputs, targets), w))(theta)
-            else:
-                g = grad(lambda th, t=t: obj.loss(th, batches[t], w[order[t]]))(theta)
-            theta = theta - lr * g
-        return theta
-
-    return run
-
-
 def weighted_runs(
     obj: Objective,
     theta0: Tensor,
     data: Data,
     weights: Tensor,
+    schedule: SGD | None = None,
     *,
     method: str = "gd",
-    steps: int | None = None,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
     newton_iterations: int = 10,
     tol: float = 1e-9,
     chunk: int = 64,
     progress_bar: bool | None = None,
+    **sgd: Any,
 ) -> Tensor:
     """Final parameters of the training procedure under each row of ``weights``, ``[m, p]``.
 
@@ -142,8 +115,10 @@ def weighted_runs(
             each run for more steps (full-batch gradient descent has no clock, so 10 + 20
             steps give the same result as 30).
         weights: ``[m, n]`` per-example weights, e.g. from :func:`upweight_weights`.
-        method: ``"gd"`` — ``steps`` of (mini-batch) gradient descent exactly as
-            :func:`~influence_utils.training.train` with the same ``seed``; ``"newton"`` — the
+        schedule: with ``method="gd"``: an :class:`~influence_utils.runs.SGD`, or its fields as
+            keywords, as in :func:`~influence_utils.training.train`.
+        method: ``"gd"`` — the schedule's (mini-batch) gradient descent, the steps of
+            :func:`~influence_utils.training.train` with the same batch order; ``"newton"`` — the
             exact optimum by ``newton_iterations`` full Newton steps (convex objectives).
         tol: with ``"newton"``, the gradient norm every run must reach.
 
@@ -153,7 +128,7 @@ def weighted_runs(
     Raises:
         FloatingPointError: a run diverged. RuntimeError: Newton did not reach ``tol``.
     """
-    _, targets = _tensor_data(data)
+    inputs, targets = tensor_data(data)
     n = targets.shape[0]
     if weights.ndim != 2 or weights.shape[1] != n:
         raise ValueError(f"weights must be [m, {n}] (one row per run), got {tuple(weights.shape)}")
@@ -163,32 +138,19 @@ def weighted_runs(
         raise ValueError(f"theta0 has {theta0.shape[0]} starts for {weights.shape[0]} runs; give one per row of weights")
     # a copy per run, never an expanded view: forward-mode AD (the Hessian of method="newton", built
     # from more than one block of HVPs when p > 256) refuses memory shared between runs
-    starts0 = (theta0 if theta0.ndim == 2 else theta0.expand(weights.shape[0], -1)).clone()
+    starts = (theta0 if theta0.ndim == 2 else theta0.expand(weights.shape[0], -1)).clone()
     if method == "newton":
-        def run(theta: Tensor, w: Tensor) -> Tensor:
-            for _ in range(newton_iterations):
-                g = grad(lambda t: obj.loss(t, data, w))(theta)
-                theta = theta - torch.linalg.solve(obj.hessian(theta, data, weights=w), g)
-            return theta
-    elif method == "gd":
-        if steps is None or lr is None:
-            raise ValueError("method='gd' needs steps and lr")
-        run = _gd_run(obj, data, steps, lr, batch_size, seed)
-    else:
+        return newton_runs(obj, starts, data, weights, iterations=newton_iterations, tol=tol, chunk=chunk,
+                           desc="weighted runs", progress_bar=progress_bar,
+                           advice="use smaller |ε|, start closer or raise newton_iterations")
+    if method != "gd":
         raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
-    starts = range(0, weights.shape[0], chunk)
-    out = torch.cat([vmap(run)(starts0[i : i + chunk], weights[i : i + chunk])
-                     for i in progress(starts, desc="weighted runs", total=len(starts), show=progress_bar)])
-    if not torch.isfinite(out).all():
-        raise FloatingPointError("a weighted run diverged (non-finite parameters); lower lr or |ε|")
-    if method == "newton":
-        gnorm = vmap(lambda t, w: grad(lambda u: obj.loss(u, data, w))(t).norm())(out, weights)
-        if (gnorm > tol).any():
-            raise RuntimeError(
-                f"Newton did not reach tol={tol:.0e} for {int((gnorm > tol).sum())} runs (worst gradient "
-                f"norm {float(gnorm.max()):.2e}); use smaller |ε|, start closer or raise newton_iterations"
-            )
-    return out
+    if schedule is None and not {"steps", "lr"} <= set(sgd):
+        raise ValueError("method='gd' needs steps and lr: a schedule iu.SGD(steps, lr, ...), or steps= and lr=")
+    schedule = SGD.of(schedule, "weighted_runs", **sgd)
+    return torch.cat([descend(obj, starts[rows], (inputs, targets), schedule, weights=weights[rows],
+                              desc="weighted runs")[0]
+                      for rows in run_blocks(weights.shape[0], chunk, "weighted runs", progress_bar)])
 
 
 def _loss_change(obj: Objective, thetas: Tensor, reference: Tensor, test: Data) -> Tensor:
@@ -259,7 +221,7 @@ def epsilon_sweep(
     Returns:
         A :class:`Sweep`.
     """
-    _, targets = _tensor_data(train)
+    _, targets = tensor_data(train)
     n = targets.shape[0]
     e = torch.as_tensor(eps, dtype=theta0.dtype, device=theta0.device).reshape(-1)
     scores = torch.as_tensor(scores, dtype=theta0.dtype, device=theta0.device)
@@ -310,7 +272,7 @@ def group_removal(
         ``(predicted, actual)``, both ``[n_test, m]``: :func:`group_scores`, and
         ``ℓ(test; θ without group) − ℓ(test; θ_0)`` with θ_0 from the same procedure.
     """
-    _, targets = _tensor_data(train)
+    _, targets = tensor_data(train)
     n = targets.shape[0]
     predicted = group_scores(scores, groups)
     W = torch.ones(len(groups) + 1, n, dtype=theta0.dtype, device=theta0.device)
@@ -361,12 +323,10 @@ def linearized_removal(
     train: Data,
     test: Data,
     groups: Sequence[Group],
+    schedule: SGD | None = None,
     *,
-    steps: int,
-    lr: float,
-    batch_size: int | None = None,
-    seed: int = 0,
     chunk: int = 16,
+    **sgd: Any,
 ) -> Tensor:
     """The exact first-order prediction of removing each group, for a gradient-descent run.
 
@@ -379,18 +339,23 @@ def linearized_removal(
     :func:`~influence_utils.scores.time_bounded_influence` with an exact solver, and
     ``actual − out`` is the pure second-order remainder.
 
+    ``schedule`` and ``sgd``: as in :func:`weighted_runs` (``record_every`` is ignored).
+
     Returns:
         ``[n_test, m]``.
     """
-    _, targets = _tensor_data(train)
+    schedule = SGD.of(schedule, "linearized_removal", **sgd).replace(record_every=None)
+    inputs, targets = tensor_data(train)
     n = targets.shape[0]
-    t_inputs, t_targets = _tensor_data(test)
-    run = _gd_run(obj, train, steps, lr, batch_size, seed)
+    t_inputs, t_targets = tensor_data(test, "test")
     start = theta0.detach()
     ones = torch.ones(n, dtype=theta0.dtype, device=theta0.device)
+    schedule.order(n)  # drawn here, outside vmap (which refuses random draws); descend finds it cached
 
     def test_losses(w: Tensor) -> Tensor:
-        return obj.losses(run(start, w), t_inputs, t_targets)
+        final, _ = descend(obj, start, (inputs, targets), schedule, weights=w, desc="linearized removal",
+                           progress_bar=False)
+        return obj.losses(final, t_inputs, t_targets)
 
     tangents = torch.zeros(len(groups), n, dtype=theta0.dtype, device=theta0.device)
     for k, g in enumerate(groups):

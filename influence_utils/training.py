@@ -28,15 +28,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.func import grad, grad_and_value, vmap
+from torch.func import vmap
 
-from .batching import Data, subset, validate_batch
+from .batching import Data, validate_batch
 from .objective import Objective
-from .utils import progress
+from .runs import SGD, Proximal, descend, newton_runs, run_blocks, tensor_data
 
 __all__ = [
     "Trajectory",
-    "batch_order",
     "train",
     "retrain_without",
     "paired_runs",
@@ -86,22 +85,6 @@ class Trajectory:
         )
 
 
-def batch_order(n: int, steps: int, batch_size: int | None = None, seed: int = 0) -> Tensor | None:
-    """The example indices used at each step, ``[steps, batch_size]`` (``None`` = full batch).
-
-    Consecutive slices of a stream of seeded random permutations of ``range(n)``: every epoch
-    sees each example once, and the order depends on ``seed`` only.
-    """
-    if batch_size is None or batch_size >= n:
-        return None
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    need = steps * batch_size
-    perms = [torch.randperm(n, generator=gen) for _ in range(-(-need // n))]  # host: the same order on every device
-    return torch.cat(perms)[:need].view(steps, batch_size)
-
-
 def removal_weights(n: int, removals: Sequence[int | Sequence[int]], dtype=torch.float64,
                     device: torch.device | str | None = None) -> Tensor:
     """Weights ``[m, n]`` on ``device``: row k is all ones except zeros at ``removals[k]`` (an index or group)."""
@@ -114,115 +97,37 @@ def removal_weights(n: int, removals: Sequence[int | Sequence[int]], dtype=torch
     return w
 
 
-def _tensor_data(data: Data) -> tuple[Any, Tensor]:
-    if not isinstance(data, (tuple, list)):
-        raise TypeError("training needs tensor data (inputs, targets) so batches can be indexed; got a "
-                        f"{type(data).__name__}")
-    return validate_batch(data)
-
-
-def _step_objective(obj: Objective, inputs: Any, targets: Tensor, order: Tensor | None, t: int,
-                    weights: Tensor | None, perturbation: tuple[Any, float] | None,
-                    prox: "_Proximal | None" = None):
-    if order is None:
-        batch, w = (inputs, targets), weights
-    else:
-        idx = order[t]
-        batch = subset((inputs, targets), idx)
-        w = None if weights is None else weights[idx]
-
-    def f(theta: Tensor) -> Tensor:
-        value = obj.loss(theta, batch, w)
-        if perturbation is not None:
-            (zx, zy), eps = perturbation
-            value = value + eps * obj.losses(theta, zx, zy).sum()
-        if prox is not None:
-            value = value + prox(theta)
-        return value
-
-    return f
-
-
-class _Proximal:
-    """The terms ``(λ/2)‖θ − θ0‖² − cᵀ(θ − θ0)`` added by the ``proximal`` option.
-
-    ``c`` is ``∇L(θ0)`` of the unperturbed, unweighted full-data objective with ``bregman=True``
-    (θ0 is then a stationary point of the objective when nothing is removed), else zero.
-    """
-
-    def __init__(self, obj: Objective, theta0: Tensor, data: Data, proximal: float, bregman: bool) -> None:
-        if not (proximal >= 0 and proximal < float("inf")):
-            raise ValueError(f"proximal must be a finite number >= 0 (the λ of (λ/2)‖θ − θ0‖²), got {proximal}")
-        self.strength = float(proximal)
-        self.anchor = theta0.detach()
-        self.linear = obj.grad(self.anchor, data).detach() if bregman else None
-
-    def __call__(self, theta: Tensor) -> Tensor:
-        d = theta - self.anchor
-        value = 0.5 * self.strength * d.pow(2).sum()
-        if self.linear is not None:
-            value = value - self.linear @ d
-        return value
-
-    @staticmethod
-    def make(obj: Objective, theta0: Tensor, data: Data, proximal: float, bregman: bool) -> "_Proximal | None":
-        if proximal == 0 and not bregman:
-            return None
-        return _Proximal(obj, theta0, data, proximal, bregman)
-
-
-def record_steps(steps: int, record_every: int | Sequence[int] | None) -> list[int]:
-    """The steps at which a run records θ: 0 and ``steps`` for ``None``, every ``record_every``
-    steps plus the last for an int, or the given steps (sorted, within ``[0, steps]``)."""
-    if steps < 0 or int(steps) != steps:
-        raise ValueError(f"steps must be a non-negative integer, got {steps}")
-    if record_every is None:
-        return [0, steps]
-    if not isinstance(record_every, int):
-        at = sorted({int(t) for t in record_every})
-        if not at or at[0] < 0 or at[-1] > steps:
-            raise ValueError(f"recorded steps must lie in [0, {steps}], got {list(record_every)}")
-        return at
-    if record_every < 1:
-        raise ValueError(f"record_every must be >= 1, got {record_every}")
-    return sorted(set(range(0, steps, record_every)) | {steps})
-
-
 def train(
     obj: Objective,
     theta0: Tensor,
     data: Data,
+    schedule: SGD | None = None,
     *,
-    steps: int,
-    lr: float,
-    batch_size: int | None = None,
-    seed: int = 0,
     weights: Tensor | None = None,
     perturbation: tuple[Any, float] | None = None,
-    record_every: int | Sequence[int] | None = None,
     progress_bar: bool | None = None,
     proximal: float = 0.0,
     bregman: bool = False,
+    **sgd: Any,
 ) -> Trajectory:
     """Deterministic (mini-batch) gradient descent on ``obj.loss``, recording the trajectory.
 
     Each step takes ``θ ← θ − lr · ∇[(1/b) Σ_{i∈B} w_i ℓ(z_i; θ) + (wd/2)‖θ‖² + ε Σ_z ℓ(z; θ)]``
-    on the batch B given by :func:`batch_order` (``seed``), the whole data when ``batch_size`` is
-    ``None``.
+    on the batch B given by :func:`~influence_utils.runs.batch_order` (``seed``), the whole data
+    when ``batch_size`` is ``None``: one run of :func:`~influence_utils.runs.descend`.
 
     Args:
         obj: the objective (model, loss, weight decay, selected parameters).
         theta0: starting parameters ``[p]`` (an initialisation or a checkpoint).
         data: ``(inputs, targets)`` tensors.
-        steps: number of updates.
-        lr: step size η.
-        batch_size: examples per step; ``None`` = full-batch gradient descent.
-        seed: seeds the batch order.
+        schedule: an :class:`~influence_utils.runs.SGD` (steps, lr, batch_size, seed,
+            record_every), or its fields as keywords: ``steps`` updates of size ``lr`` on
+            batches of ``batch_size`` (``None`` = full batch) in the order seeded by ``seed``;
+            θ is recorded every ``record_every`` steps (the start and end always), or at the
+            listed steps (e.g. :func:`~influence_utils.fading.log_steps`).
         weights: per-example weights ``[n]`` (0 removes an example, keeping the 1/n scaling).
         perturbation: ``(z, eps)`` adds ``eps · Σ_{z_k ∈ z} ℓ(z_k; θ)`` to every step's objective;
             ``z`` is an ``(inputs, targets)`` batch.
-        record_every: record θ every this many steps (the start and end are always recorded),
-            or a list of the steps to record (e.g. :func:`~influence_utils.fading.log_steps`).
         progress_bar: show a progress bar (default: interactive use only).
         proximal: λ ≥ 0: add ``(λ/2)‖θ − theta0‖²`` to every step's objective, so training is
             fine-tuning that stays near its start (the proximal objective of Bae et al. 2022).
@@ -238,29 +143,22 @@ def train(
     Raises:
         FloatingPointError: when the loss becomes non-finite (lower ``lr``).
     """
-    inputs, targets = _tensor_data(data)
+    schedule = SGD.of(schedule, "train", **sgd)
+    inputs, targets = tensor_data(data, "training data")
     n = targets.shape[0]
     if weights is not None and weights.shape != (n,):
         raise ValueError(f"weights must have shape [{n}], got {tuple(weights.shape)}")
     if perturbation is not None:
         validate_batch(perturbation[0])
-    order = batch_order(n, steps, batch_size, seed)
-    prox = _Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
-    record = set(record_steps(steps, record_every))
-    theta = theta0.detach().clone()
-    thetas, at, losses = [], [], []
-    for t in progress(range(steps), desc="training", total=steps, show=progress_bar):
-        if t in record:
-            thetas.append(theta)
-            at.append(t)
-        g, value = grad_and_value(_step_objective(obj, inputs, targets, order, t, weights, perturbation, prox))(theta)
-        if not torch.isfinite(value):
-            raise FloatingPointError(f"training diverged at step {t} (loss {float(value)}); lower lr={lr}")
-        theta = theta - lr * g
-        losses.append(value.detach())
-    thetas.append(theta)
-    at.append(steps)
-    return Trajectory(thetas, at, float(lr), torch.stack(losses) if losses else theta.new_zeros(0), order)
+    prox = Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
+    thetas, at = [], []
+    final, losses = descend(obj, theta0, (inputs, targets), schedule, weights=weights, perturbation=perturbation,
+                            prox=prox, on_record=lambda t, theta: (thetas.append(theta), at.append(t)),
+                            progress_bar=progress_bar)
+    if at[-1] != schedule.steps:  # the end is always recorded
+        thetas.append(final)
+        at.append(schedule.steps)
+    return Trajectory(thetas, at, schedule.lr, losses, schedule.order(n))
 
 
 def paired_runs(
@@ -269,23 +167,19 @@ def paired_runs(
     data: Data,
     z: Any,
     eps: float,
-    *,
-    steps: int,
-    lr: float,
-    batch_size: int | None = None,
-    seed: int = 0,
-    record_every: int | Sequence[int] | None = None,
+    schedule: SGD | None = None,
+    **sgd: Any,
 ) -> tuple[Trajectory, Trajectory]:
-    """Two runs from ``theta0`` with the same batch order that differ only by ``eps · ℓ(z)``.
+    """Two runs from ``theta0`` with the same schedule (batch order) that differ only by ``eps · ℓ(z)``.
+
+    ``schedule`` and ``sgd``: as in :func:`train`.
 
     Returns:
         ``(base, perturbed)`` trajectories; ``perturbed.thetas[k] − base.thetas[k]`` is the
         divergence at step ``base.steps[k]``.
     """
-    kw = dict(steps=steps, lr=lr, batch_size=batch_size, seed=seed, record_every=record_every)
-    base = train(obj, theta0, data, **kw)
-    perturbed = train(obj, theta0, data, perturbation=(z, eps), **kw)
-    return base, perturbed
+    schedule = SGD.of(schedule, "paired_runs", **sgd)
+    return train(obj, theta0, data, schedule), train(obj, theta0, data, schedule, perturbation=(z, eps))
 
 
 def minimize_newton(
@@ -340,12 +234,9 @@ def retrain_without(
     theta0: Tensor,
     data: Data,
     removals: Sequence[int | Sequence[int]],
+    schedule: SGD | None = None,
     *,
     method: str = "gd",
-    steps: int | None = None,
-    lr: float | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
     newton_iterations: int = 10,
     tol: float = 1e-9,
     chunk: int = 64,
@@ -353,6 +244,7 @@ def retrain_without(
     proximal: float = 0.0,
     bregman: bool = False,
     newton_hessian: str = "each",
+    **sgd: Any,
 ) -> Tensor:
     """Final parameters of the counterfactual runs with each removal applied, ``[m, p]``.
 
@@ -367,9 +259,11 @@ def retrain_without(
             retraining from scratch, or a checkpoint for warm-start continuation. With
             ``method="newton"``: a nearby point, normally the full-data optimum.
         removals: ``m`` indices or groups of indices.
-        method: ``"gd"`` — ``steps`` of gradient descent exactly as :func:`train` with the same
-            ``seed`` (same batch order); ``"newton"`` — the exact optimum of the (convex) objective
-            by ``newton_iterations`` full Newton steps.
+        schedule: with ``method="gd"``: an :class:`~influence_utils.runs.SGD`, or its fields
+            as keywords (``steps``, ``lr``, ``batch_size``, ``seed``), as in :func:`train`.
+        method: ``"gd"`` — the schedule's gradient descent, the steps of :func:`train` with the
+            same batch order; ``"newton"`` — the exact optimum of the (convex) objective by
+            ``newton_iterations`` full Newton steps.
         tol: with ``"newton"``, the gradient norm every run must reach (else RuntimeError).
         chunk: runs vectorised together (memory grows with it).
         progress_bar: show a progress bar over chunks (default: interactive use only).
@@ -402,78 +296,27 @@ def retrain_without(
             scores = influence(obj, theta0, ExactSolver(damping=0.1).fit(obj, theta0, train),
                                train=train, test=test)
     """
-    inputs, targets = _tensor_data(data)
-    n = targets.shape[0]
-    W = removal_weights(n, removals, dtype=theta0.dtype, device=theta0.device)
+    inputs, targets = tensor_data(data, "training data")
+    W = removal_weights(targets.shape[0], removals, dtype=theta0.dtype, device=theta0.device)
     theta0 = theta0.detach()
-    prox = _Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
-    if newton_hessian not in ("each", "start"):
-        raise ValueError(f"newton_hessian must be 'each' or 'start', got {newton_hessian!r}")
-
-    def run_loss(t: Tensor, w: Tensor) -> Tensor:
-        value = obj.loss(t, data, w)
-        return value if prox is None else value + prox(t)
-
-    if method == "newton" and newton_hessian == "start":
-        h0 = obj.hessian(theta0, data)
-        if prox is not None:
-            h0 = h0 + prox.strength * torch.eye(obj.p, dtype=h0.dtype, device=h0.device)
-        lu, pivots = torch.linalg.lu_factor(h0)
-
-        def run_block(ws: Tensor) -> Tensor:
-            thetas = theta0.expand(ws.shape[0], -1)
-            for _ in range(newton_iterations):
-                g = vmap(grad(run_loss))(thetas, ws)  # [k, p]
-                if g.norm(dim=1).max() <= tol:  # every run has settled
-                    break
-                thetas = thetas - torch.linalg.lu_solve(lu, pivots, g.T).T
-            return thetas
-    elif method == "newton":
-        def run(w: Tensor) -> Tensor:
-            theta = theta0
-            for _ in range(newton_iterations):
-                g = grad(lambda t: run_loss(t, w))(theta)
-                h = obj.hessian(theta, data, weights=w)
-                if prox is not None:
-                    h = h + prox.strength * torch.eye(obj.p, dtype=h.dtype, device=h.device)
-                theta = theta - torch.linalg.solve(h, g)
-            return theta
-    elif method == "gd":
-        if steps is None or lr is None:
-            raise ValueError("method='gd' needs steps and lr")
-        order = batch_order(n, steps, batch_size, seed)
-
-        def run(w: Tensor) -> Tensor:
-            theta = theta0
-            for t in range(steps):
-                theta = theta - lr * grad(_step_objective(obj, inputs, targets, order, t, w, None, prox))(theta)
-            return theta
-    else:
-        raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
-    if method != "newton" or newton_hessian != "start":
-        run_block = vmap(run)
-    starts = range(0, W.shape[0], chunk)
-    out = torch.cat([run_block(W[i : i + chunk]) for i in progress(starts, desc="counterfactual runs",
-                                                                   total=len(starts), show=progress_bar)])
+    prox = Proximal.make(obj, theta0, (inputs, targets), proximal, bregman)
     if method == "newton":
         advice = "start closer to the optimum or raise newton_iterations"
         if prox is not None or newton_hessian == "start":
             advice = ("raise proximal (H + proximal·I must be safely positive definite at theta0; see "
                       "iu.curvature.spectrum_summary(...).min_damping), raise newton_iterations, or use "
                       "newton_hessian='each'")
-        finite = torch.isfinite(out).all(dim=1)
-        gnorm = torch.full((out.shape[0],), float("inf"), dtype=out.dtype, device=out.device)
-        if finite.any():
-            gnorm[finite] = vmap(lambda t, w: grad(run_loss)(t, w).norm())(out[finite], W[finite])
-        if (gnorm > tol).any():
-            raise RuntimeError(
-                f"Newton did not reach tol={tol:.0e} for {int((gnorm > tol).sum())} removals (worst "
-                f"gradient norm {float(gnorm.max()):.2e}); {advice}"
-            )
-    elif not torch.isfinite(out).all():
-        raise FloatingPointError("a counterfactual run diverged (non-finite parameters); lower lr")
-    return out
-
+        return newton_runs(obj, theta0.expand(W.shape[0], -1).clone(), data, W, prox=prox, iterations=newton_iterations,
+                           tol=tol, hessian=newton_hessian, chunk=chunk, desc="counterfactual runs",
+                           progress_bar=progress_bar, advice=advice)
+    if method != "gd":
+        raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
+    if schedule is None and not {"steps", "lr"} <= set(sgd):
+        raise ValueError("method='gd' needs steps and lr: a schedule iu.SGD(steps, lr, ...), or steps= and lr=")
+    schedule = SGD.of(schedule, "retrain_without", **sgd)
+    return torch.cat([descend(obj, theta0.expand(rows.stop - rows.start, -1), (inputs, targets), schedule, weights=W[rows],
+                              prox=prox, desc="counterfactual runs")[0]
+                      for rows in run_blocks(W.shape[0], chunk, "counterfactual runs", progress_bar)])
 
 
 def loss_changes(obj: Objective, thetas: Tensor, theta: Tensor, data: Data) -> Tensor:

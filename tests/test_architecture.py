@@ -20,7 +20,7 @@ LAYERS = {
     # the core: the objective, its curvature solvers and the scores
     "core": {"batching", "objective", "solvers", "scores"},
     # ground truth: training runs, retraining and perturbed runs
-    "ground truth": {"training", "perturbation", "divergence"},
+    "ground truth": {"runs", "training", "perturbation", "divergence"},
     # studies: what the chapters measure with the core and the ground truth
     "studies": {"fading", "correction", "solver_study", "diagnostics", "curvature"},
     # the book: profiles, caching, chapter checkpoints and estimates

@@ -430,7 +430,7 @@ def test_remove_and_retrain_equals_retrain_without_and_train(wrong):
     scores = cr.helpful_scores("cosine", obj, theta, train, test)
     kw = dict(lr=0.5, batch_size=16, seed=4)
     df = cr.remove_and_retrain(obj, theta, train, test, heldout, scores, ks=[1, 3], steps=[2, 10],
-                               test_ids=idx.tolist(), chunk=3, **kw)
+                               recipe=iu.SGD(1000, **kw), test_ids=idx.tolist(), chunk=3)
     n_test = len(test[1])
     assert len(df) == 2 * 2 * 2 * n_test  # (remove, continue) × k × s × examples
     harmful = cr.select_harmful(scores, 3)
@@ -457,7 +457,9 @@ def test_remove_and_retrain_equals_retrain_without_and_train(wrong):
     cont = df[df.method == "continue"]
     assert cont.groupby("s").heldout_acc_change.nunique().max() == 1
     with pytest.raises(ValueError, match="scores"):
-        cr.remove_and_retrain(obj, theta, train, test, heldout, scores[:, :5], ks=[1], steps=[1], **kw)
+        cr.remove_and_retrain(obj, theta, train, test, heldout, scores[:, :5], ks=[1], steps=[1], recipe=iu.SGD(1, **kw))
+    with pytest.raises(TypeError, match="recipe"):
+        cr.remove_and_retrain(obj, theta, train, test, heldout, scores, ks=[1], steps=[1], recipe=kw)
 
 
 def test_correction_costs_amortise_the_fit_and_decide_by_ranges():

@@ -236,10 +236,10 @@ def test_perturbed_runs_record_projections_and_keep_no_past_parameters(mlp, monk
 
     big = []  # blocks of the chunk's parameters [1 + 6 runs, p] alive when the last step is reached
 
-    def watch(iterable, **_):
+    def watch(iterable, desc="", **_):
         items = list(iterable)
         for i, item in enumerate(items):
-            if i == len(items) - 1:
+            if i == len(items) - 1 and desc.startswith("perturbed runs"):
                 gc.collect()
                 with warnings.catch_warnings():  # isinstance() wakes deprecated torch.distributed names
                     warnings.simplefilter("ignore", FutureWarning)
@@ -247,6 +247,6 @@ def test_perturbed_runs_record_projections_and_keep_no_past_parameters(mlp, monk
                                    if isinstance(o, torch.Tensor) and tuple(o.shape) == (7, obj.p)))
             yield item
 
-    monkeypatch.setattr(dv, "progress", watch)
+    monkeypatch.setattr(iu.runs, "progress", watch)  # the engine's loop over steps
     dv.perturbed_runs(obj, theta, train, z, [0.01, -0.02], test=test, **kw)
     assert big == [1], f"{big} blocks of the chunk's parameters alive at the last of 20 recorded steps"

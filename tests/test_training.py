@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import influence_utils as iu
-from influence_utils.training import batch_order, removal_weights
+from influence_utils.runs import batch_order
+from influence_utils.training import removal_weights
 
 
 def test_batch_order_is_seeded_and_covers_each_epoch():
