@@ -110,12 +110,6 @@ class TopLayerCheckpoint:
                 f"n_train={self.n_train}, p={self.p:,}, n_top={self.task.n_top})")
 
 
-def _index(x: Any, idx) -> Any:
-    if isinstance(x, (tuple, list)):
-        return tuple(t[idx] for t in x)
-    return x[idx]
-
-
 def _to(x: Any, device) -> Any:
     if isinstance(x, dict):
         return {k: v.to(device) for k, v in x.items()}
@@ -345,45 +339,26 @@ def checkpoint(
     are keyed by every field of ``task`` and a digest of the data and the untrained model.
     """
     if dataset is None:
-        kwargs = dict(n_train=task.n_train, n_test=task.n_test, seed=task.seed)
-        if task.dataset in ("mnist5k", "cifar10"):
-            kwargs["flatten"] = False
-        dataset = load_dataset(task.dataset, **kwargs)
+        dataset = _task_dataset(task)
     if model is None:
         model = build_model(task, dataset.num_classes)
     model = model.to(torch.float32).eval()
     key = _cache_key(task, dataset, model)
     opts = dict(root=root, refresh=refresh)
-    stem = task.model
-
-    pretrain_losses = torch.zeros(0)  # host: an empty loss history
-    if task.pretrain_epochs > 0:
-        def run_pretraining() -> dict:
-            model.to(device)
-            losses = pretrain(model, dataset.train, epochs=task.pretrain_epochs, lr=task.pretrain_lr,
-                              batch_size=task.batch_size, seed=task.seed, schedule=task.pretrain_schedule,
-                              progress_bar=progress_bar)
-            return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "losses": losses}
-
-        pre = cached(f"{stem}-pretrained", key, run_pretraining, **opts)
-        model.load_state_dict(pre["state"])
-        pretrain_losses = pre["losses"]
+    pretrain_losses = _pretrain_stage(task, dataset, model, device, key, opts, progress_bar)
     model.to(device).eval()
-
     feats = _trunk_stage(task, dataset, model, tokenizer, device, key, opts, progress_bar)
     train = (_to(feats["train"], device), dataset.train[1].to(device))
     test = (_to(feats["test"], device), dataset.test[1].to(device))
-
     top = split(model, task.n_top)
     obj = Objective(top, per_example_cross_entropy, weight_decay=task.weight_decay)
     theta0 = obj.theta()
 
     def run_finetuning() -> dict:
-        traj = sgd_train(obj, theta0, train, steps=task.steps, lr=task.lr, batch_size=task.batch_size,
-                         seed=task.seed, progress_bar=progress_bar)
+        traj = sgd_train(obj, theta0, train, task.schedule, progress_bar=progress_bar)
         return {"theta": traj.final.cpu(), "losses": traj.losses.cpu()}
 
-    fine = cached(f"{stem}-checkpoint", key, run_finetuning, **opts)
+    fine = cached(f"{task.model}-checkpoint", key, run_finetuning, **opts)
     theta = fine["theta"].to(device)
     obj.load(theta)
     return TopLayerCheckpoint(
@@ -391,6 +366,33 @@ def checkpoint(
         test=test, train_inputs=dataset.train[0], test_inputs=dataset.test[0],
         class_names=dataset.class_names, losses=fine["losses"], pretrain_losses=pretrain_losses,
     )
+
+
+def _task_dataset(task: TopLayerTask) -> Dataset:
+    """The task's data set: ``n_train`` and ``n_test`` examples drawn with its seed, images as ``[n, C, H, W]``."""
+    kwargs = dict(n_train=task.n_train, n_test=task.n_test, seed=task.seed)
+    if task.dataset in ("mnist5k", "cifar10"):
+        kwargs["flatten"] = False
+    return load_dataset(task.dataset, **kwargs)
+
+
+def _pretrain_stage(task: TopLayerTask, dataset: Dataset, model: nn.Module, device: Any, key: dict, opts: dict,
+                    progress_bar: bool | None) -> Tensor:
+    """Whole-model pretraining (vision tasks with ``pretrain_epochs``), cached; loads the weights into
+    ``model`` and returns the loss history (empty without pretraining)."""
+    if task.pretrain_epochs <= 0:
+        return torch.zeros(0)  # host: an empty loss history
+
+    def run_pretraining() -> dict:
+        model.to(device)
+        losses = pretrain(model, dataset.train, epochs=task.pretrain_epochs, lr=task.pretrain_lr,
+                          batch_size=task.batch_size, seed=task.seed, schedule=task.pretrain_schedule,
+                          progress_bar=progress_bar)
+        return {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "losses": losses}
+
+    pre = cached(f"{task.model}-pretrained", key, run_pretraining, **opts)
+    model.load_state_dict(pre["state"])
+    return pre["losses"]
 
 
 # ---------------------------------------------------------------------------------- text lengths and the probe

@@ -66,7 +66,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -617,6 +617,46 @@ def _take(x, idx: torch.Tensor):
 # --------------------------------------------------------------------------------------------
 
 
+def _check_load_arguments(name: Any, seed: Any, dtype: Any, flatten: Any) -> str:
+    """The registry key of ``name``, after checking :func:`load_dataset`'s arguments."""
+    key = str(name).strip().lower() if isinstance(name, str) else None
+    if key not in _REGISTRY:
+        raise ValueError(
+            f"Unknown dataset {name!r}. Available: {', '.join(_REGISTRY)} "
+            f"(see influence_utils.data.available_datasets())."
+        )
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int; got {seed!r}.")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"dtype must be a floating torch.dtype such as torch.float32; got {dtype!r}."
+        )
+    if flatten is not None and not isinstance(flatten, bool):
+        raise TypeError(f"flatten must be True, False or None; got {flatten!r}.")
+    return key
+
+
+def _split(raw: _Raw) -> tuple:
+    """``(x_train, y_train, x_test, y_test, description)``: the official split, or the fixed stratified one."""
+    if raw.test_x is not None:
+        return raw.x, raw.y, raw.test_x, raw.test_y, "official split"
+    tr_idx, te_idx = _stratified_split(raw.y, TEST_FRACTION)
+    return (_take(raw.x, tr_idx), raw.y[tr_idx], _take(raw.x, te_idx), raw.y[te_idx],
+            f"fixed stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split")
+
+
+def _keep_classes(classes: Sequence[int | str], names: Sequence[str], key: str, x_tr: Any, y_tr: torch.Tensor,
+                  x_te: Any, y_te: torch.Tensor) -> tuple:
+    """Only the examples of ``classes``, relabelled ``0 .. len(classes) - 1`` in the given order, and their names."""
+    chosen = _resolve_classes(classes, names, key)
+    relabel = torch.full((len(names),), -1, dtype=torch.int64)
+    relabel[list(chosen)] = torch.arange(len(chosen))
+    keep_tr = torch.nonzero(relabel[y_tr] >= 0, as_tuple=True)[0]
+    keep_te = torch.nonzero(relabel[y_te] >= 0, as_tuple=True)[0]
+    return (_take(x_tr, keep_tr), relabel[y_tr[keep_tr]], _take(x_te, keep_te), relabel[y_te[keep_te]],
+            tuple(names[c] for c in chosen))
+
+
 def load_dataset(
     name: str,
     *,
@@ -657,42 +697,13 @@ def load_dataset(
         DatasetUnavailableError: The dataset's package is missing or its download failed
             (``sst2``, ``cifar10``: full profile, ``IU_PROFILE=full``).
     """
-    key = str(name).strip().lower() if isinstance(name, str) else None
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"Unknown dataset {name!r}. Available: {', '.join(_REGISTRY)} "
-            f"(see influence_utils.data.available_datasets())."
-        )
+    key = _check_load_arguments(name, seed, dtype, flatten)
     spec = _REGISTRY[key]
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}.")
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(
-            f"dtype must be a floating torch.dtype such as torch.float32; got {dtype!r}."
-        )
-    if flatten is not None and not isinstance(flatten, bool):
-        raise TypeError(f"flatten must be True, False or None; got {flatten!r}.")
-
     raw = _standin_raw(key) if not spec.offline and _standin.enabled() else spec.loader()
-    if raw.test_x is None:
-        tr_idx, te_idx = _stratified_split(raw.y, TEST_FRACTION)
-        x_tr, y_tr = _take(raw.x, tr_idx), raw.y[tr_idx]
-        x_te, y_te = _take(raw.x, te_idx), raw.y[te_idx]
-        split_desc = f"fixed stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split"
-    else:
-        x_tr, y_tr, x_te, y_te = raw.x, raw.y, raw.test_x, raw.test_y
-        split_desc = "official split"
+    x_tr, y_tr, x_te, y_te, split_desc = _split(raw)
     class_names = raw.class_names
-
     if classes is not None:
-        chosen = _resolve_classes(classes, raw.class_names, key)
-        relabel = torch.full((len(raw.class_names),), -1, dtype=torch.int64)
-        relabel[list(chosen)] = torch.arange(len(chosen))
-        keep_tr = torch.nonzero(relabel[y_tr] >= 0, as_tuple=True)[0]
-        keep_te = torch.nonzero(relabel[y_te] >= 0, as_tuple=True)[0]
-        x_tr, y_tr = _take(x_tr, keep_tr), relabel[y_tr[keep_tr]]
-        x_te, y_te = _take(x_te, keep_te), relabel[y_te[keep_te]]
-        class_names = tuple(raw.class_names[c] for c in chosen)
+        x_tr, y_tr, x_te, y_te, class_names = _keep_classes(classes, raw.class_names, key, x_tr, y_tr, x_te, y_te)
 
     _check_count("n_train", n_train, len(y_tr), key, classes)
     _check_count("n_test", n_test, len(y_te), key, classes)

@@ -104,18 +104,20 @@ _F32, _F64 = 4, 8
 
 def _small_model_terms(c: Any, chapter: str, mem: dict, work: dict) -> None:
     """Chapters 1–6 and 9: float64 MLPs (or logistic regression) with exact Hessians; chapter 3's ResNet."""
-    d, classes, side = _DATA[c.dataset]
+    task = getattr(c, "mlp", c)  # chapters 4-6 hold an MLPTask; the others their own sizes
+    d, classes, side = _DATA[task.dataset]
     binary = getattr(c, "classes", None) is not None and chapter in ("ch1", "ch9")
     k = 2 if binary else classes
-    hidden = {"ch1": 0, "ch9": c.mlp_hidden if chapter == "ch9" else 0}.get(chapter, getattr(c, "hidden", 0))
+    hidden = {"ch1": 0, "ch9": c.mlp_hidden if chapter == "ch9" else 0}.get(chapter, getattr(task, "hidden", 0))
     p = _mlp_p(d, hidden, k)
-    n = c.n_train
+    n = task.n_train
     mem["data"] = (n * d * _F64 * 2, n * d * _F64 * 2)
     mem["exact Hessian and its eigendecomposition (3 p²)"] = (3 * p * p * _F64, 0)
     mem["per-example gradients n × p"] = (n * p * _F64, 0)
     work["exact Hessian (n p² + p³)"] = n * p * p * 2 + 4 * p**3
-    steps = getattr(c, "steps", getattr(c, "mlp_steps", 0)) + getattr(c, "pretrain_steps", 0)
-    batch = getattr(c, "batch_size", getattr(c, "mlp_batch_size", n))
+    schedule = getattr(task, "train", getattr(c, "mlp_train", None))  # chapter 1: no SGD training
+    steps = (schedule.steps if schedule else 0) + (getattr(c, "steps", 0) if task is not c else 0)  # ch5: + paired runs
+    batch = (schedule.batch_size if schedule else None) or n
     runs = 1 + getattr(c, "n_removed", 0) + getattr(c, "n_perturbed", 0) * len(getattr(c, "eps_multiples", (1,)))
     runs *= 1 + 2 * getattr(c, "n_seeds", 0) + getattr(c, "n_orders", 0)
     work["training runs (vectorised)"] = runs * steps * batch * 6 * p
@@ -144,7 +146,7 @@ def _chapter3_resnet_terms(c: Any, mem: dict, work: dict) -> None:
     mem["ResNet per-example gradients n × p (g_train)"] = (c.resnet_n_train * rp * _F32, 0)
     mem["ResNet per-example gradient chunk (512 examples' activations, ×2)"] = (512 * ract * _F32 * 2, 0)
     mem["ResNet Arnoldi basis"] = (c.resnet_arnoldi_iterations * rp * _F32, 0)
-    work["ResNet training"] = c.resnet_steps * c.resnet_batch_size * 3 * rflops
+    work["ResNet training"] = c.resnet_train.steps * c.resnet_train.batch_size * 3 * rflops
     work["ResNet HVPs (Arnoldi, CG, LiSSA)"] = (c.resnet_arnoldi_iterations + 2 * c.resnet_n_test * (
         c.resnet_cg_iter + c.resnet_lissa_depth)) * c.resnet_hvp_examples * 6 * rflops
     work["ResNet per-example gradients"] = (c.resnet_n_train + c.resnet_n_test) * 3 * rflops

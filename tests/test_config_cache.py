@@ -105,4 +105,4 @@ def test_chapter_7_and_8_sizes_fit_their_data_sets(profile):
     text_test, image_test = splits[cfg.ch7.bert.dataset][1], splits[cfg.ch7.resnet.dataset][1]
     assert cfg.ch8.n_pool_text <= text_test and cfg.ch8.n_pool_image <= image_test
     assert cfg.ch8.n_wrong + cfg.ch8.n_heldout <= min(cfg.ch8.n_pool_text, cfg.ch8.n_pool_image)
-    assert cfg.ch7.n_queries <= cfg.ch7.mlp_n_test and cfg.ch7.hessian_examples <= cfg.ch7.mlp_n_train
+    assert cfg.ch7.n_queries <= cfg.ch7.mlp.n_test and cfg.ch7.hessian_examples <= cfg.ch7.mlp.n_train

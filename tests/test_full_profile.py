@@ -61,13 +61,13 @@ def _requests(cfg) -> list[tuple[str, str, tuple | None, int | None, int | None]
         ("ch2", c2.dataset, None, c2.n_train, c2.n_test),
         ("ch3 MLP", c3.dataset, None, c3.n_train, c3.n_test),
         ("ch3 ResNet", c3.resnet_dataset, None, c3.resnet_n_train, 100),  # the notebook asks for 100 test images
-        ("ch4", c4.dataset, None, c4.n_train, c4.n_test),
-        ("ch5", c5.dataset, None, c5.n_train, c5.n_test),
-        ("ch6", c6.dataset, None, c6.n_train, c6.n_test),
-        ("ch6 exercise", c6.dataset, tuple(c6.convex_classes), 200, 60),  # sizes written in the exercise cell
+        ("ch4", c4.mlp.dataset, None, c4.mlp.n_train, c4.mlp.n_test),
+        ("ch5", c5.mlp.dataset, None, c5.mlp.n_train, c5.mlp.n_test),
+        ("ch6", c6.mlp.dataset, None, c6.mlp.n_train, c6.mlp.n_test),
+        ("ch6 exercise", c6.mlp.dataset, tuple(c6.convex_classes), 200, 60),  # sizes written in the exercise cell
         ("ch7 text checkpoint", c7.bert.dataset, None, c7.bert.n_train, c7.bert.n_test),
         ("ch7 image checkpoint", c7.resnet.dataset, None, c7.resnet.n_train, c7.resnet.n_test),
-        ("ch7 MLP", c7.mlp_dataset, None, c7.mlp_n_train, c7.mlp_n_test),
+        ("ch7 MLP", c7.mlp.dataset, None, c7.mlp.n_train, c7.mlp.n_test),
         ("ch8 text pool", c7.bert.dataset, None, None, c8.n_pool_text),
         ("ch8 image pool", c7.resnet.dataset, None, None, c8.n_pool_image),
         ("ch9", c9.dataset, tuple(c9.classes), c9.n_train, None),
@@ -84,14 +84,14 @@ def _panels(cfg) -> list[tuple[str, int, int]]:
         ("ch3 right-hand sides", c3.n_rhs, c3.n_test),
         ("ch3 ResNet HVP examples", c3.resnet_hvp_examples, c3.resnet_n_train),
         ("ch3 ResNet queries", c3.resnet_n_test, 100),
-        ("ch4 removed examples", c4.n_removed, c4.n_train),
-        ("ch5 perturbed examples", c5.n_perturbed, c5.n_train),
-        ("ch6 typical + hard examples", 2 * c6.n_examples, c6.n_train),
-        ("ch6 largest group", max(c6.group_sizes), c6.n_train),
+        ("ch4 removed examples", c4.n_removed, c4.mlp.n_train),
+        ("ch5 perturbed examples", c5.n_perturbed, c5.mlp.n_train),
+        ("ch6 typical + hard examples", 2 * c6.n_examples, c6.mlp.n_train),
+        ("ch6 largest group", max(c6.group_sizes), c6.mlp.n_train),
     ]
     for name, n_train, n_test in (("text", c7.bert.n_train, c7.bert.n_test),
                                   ("image", c7.resnet.n_train, c7.resnet.n_test),
-                                  ("MLP", c7.mlp_n_train, c7.mlp_n_test)):
+                                  ("MLP", c7.mlp.n_train, c7.mlp.n_test)):
         out += [(f"ch7 {name} panel z", max(c7.n_z, c7.sweep_n_z), n_train),
                 (f"ch7 {name} queries", c7.n_queries, n_test),
                 (f"ch7 {name} Hessian examples", c7.hessian_examples, n_train)]
@@ -130,7 +130,8 @@ def test_the_check_catches_the_sizes_that_stopped_the_full_profile():
     import dataclasses
 
     cfg = iu.get_config("full")
-    bad_ch7 = dataclasses.replace(cfg, ch7=dataclasses.replace(cfg.ch7, mlp_dataset="digits", mlp_n_test=400))
+    bad_mlp = dataclasses.replace(cfg.ch7.mlp, dataset="digits", n_test=400)
+    bad_ch7 = dataclasses.replace(cfg, ch7=dataclasses.replace(cfg.ch7, mlp=bad_mlp))
     assert any("ch7 MLP: n_test=400 > 359" in m for m in _misfits(bad_ch7))
     bad_ch8 = dataclasses.replace(cfg, ch8=dataclasses.replace(cfg.ch8, n_pool_text=2000, n_heldout=1000))
     assert any("ch8 text pool: n_test=2000 > 872" in m for m in _misfits(bad_ch8))

@@ -89,7 +89,7 @@ def test_standin_config_cuts_compute_but_keeps_sizes_and_shapes(monkeypatch):
         assert b.steps < a.steps
     assert (cut.ch7.bert.n_train, cut.ch7.bert.n_test) == (real.ch7.bert.n_train, real.ch7.bert.n_test)
     assert (cut.ch8.n_pool_text, cut.ch8.n_pool_image) == (real.ch8.n_pool_text, real.ch8.n_pool_image)
-    assert cut.ch7.mlp_n_test == real.ch7.mlp_n_test and cut.ch1.n_train == real.ch1.n_train
+    assert cut.ch7.mlp.n_test == real.ch7.mlp.n_test and cut.ch1.n_train == real.ch1.n_train
     assert cut.ch7.n_boot < real.ch7.n_boot and cut.ch8.n_wrong < real.ch8.n_wrong
     assert standin.standin_config(cut) == cut  # idempotent
     monkeypatch.delenv("IU_STANDIN")
