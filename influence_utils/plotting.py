@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "use_style", "new_figure", "scatter_predicted_actual", "band", "pointrange", "glue", "glue_figure",
+    "use_style", "new_figure", "scatter_predicted_actual", "band", "pointrange", "glue", "glue_many", "glue_figure",
     "COLORS",
 ]
 
@@ -246,6 +246,15 @@ def glue(name: str, value: Any, display: bool = False) -> None:
             print(f"{name} = {value}")
         return
     _glue(name, value, display=display)
+
+
+def glue_many(prefix: str, **values: Any) -> None:
+    """:func:`glue` each value as ``{prefix}-{key}``, in order, the key's underscores written as hyphens.
+
+    ``glue_many("ch2", warm_steps=100, lr=0.3)`` stores ``ch2-warm-steps`` and ``ch2-lr``.
+    """
+    for key, value in values.items():
+        glue(f"{prefix}-{key.replace('_', '-')}", value)
 
 
 def glue_figure(name: str, fig) -> None:
