@@ -95,8 +95,8 @@ class SGD:
     """A gradient-descent schedule: what every training run of this package is given.
 
     Example:
-        ``iu.train(obj, theta0, data, iu.SGD(600, 0.3, batch_size=32))``; the same schedule
-        two ways longer: ``schedule.replace(steps=1200)``. Every function that takes a schedule
+        ``iu.train(obj, theta0, data, iu.SGD(600, 0.3, batch_size=32))``; the same schedule,
+        twice as long: ``schedule.replace(steps=1200)``. Every function that takes a schedule
         also takes its fields as keywords (``steps=600, lr=0.3, batch_size=32``).
 
     Attributes:
