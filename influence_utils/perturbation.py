@@ -40,7 +40,7 @@ from torch.func import jvp, vmap
 
 from .batching import Data
 from .objective import Objective
-from .runs import SGD, descend, newton_runs, run_blocks, tensor_data
+from .runs import SGD, descend, descend_rows, gd_schedule, newton_runs, tensor_data
 from .utils import as_numpy
 
 __all__ = [
@@ -145,12 +145,8 @@ def weighted_runs(
                            advice="use smaller |ε|, start closer or raise newton_iterations")
     if method != "gd":
         raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
-    if schedule is None and not {"steps", "lr"} <= set(sgd):
-        raise ValueError("method='gd' needs steps and lr: a schedule iu.SGD(steps, lr, ...), or steps= and lr=")
-    schedule = SGD.of(schedule, "weighted_runs", **sgd)
-    return torch.cat([descend(obj, starts[rows], (inputs, targets), schedule, weights=weights[rows],
-                              desc="weighted runs")[0]
-                      for rows in run_blocks(weights.shape[0], chunk, "weighted runs", progress_bar)])
+    return descend_rows(obj, starts, (inputs, targets), weights, gd_schedule(schedule, sgd, "weighted_runs"),
+                        chunk=chunk, desc="weighted runs", progress_bar=progress_bar)
 
 
 def _loss_change(obj: Objective, thetas: Tensor, reference: Tensor, test: Data) -> Tensor:

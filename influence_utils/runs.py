@@ -46,7 +46,8 @@ from .batching import Data, subset, validate_batch
 from .objective import Objective
 from .utils import progress
 
-__all__ = ["SGD", "batch_order", "record_steps", "Proximal", "step_loss", "descend", "run_blocks", "newton_runs",
+__all__ = ["SGD", "batch_order", "record_steps", "Proximal", "step_loss", "descend", "descend_rows", "gd_schedule", "run_blocks",
+           "newton_runs",
            "tensor_data"]
 
 
@@ -304,6 +305,26 @@ def descend(
         raise FloatingPointError(f"{desc} diverged (non-finite parameters); lower lr={schedule.lr}")
     stacked = torch.stack(losses) if losses else theta.new_zeros((0,) if one else (0, theta.shape[0]))
     return theta, stacked
+
+
+def gd_schedule(schedule: SGD | None, sgd: dict, what: str) -> SGD:
+    """The schedule of a ``method="gd"`` call: ``schedule`` with the keyword fields ``sgd`` (:meth:`SGD.of`).
+
+    Raises:
+        ValueError: neither a schedule nor ``steps`` and ``lr`` were given.
+    """
+    if schedule is None and not {"steps", "lr"} <= set(sgd):
+        raise ValueError("method='gd' needs steps and lr: a schedule iu.SGD(steps, lr, ...), or steps= and lr=")
+    return SGD.of(schedule, what, **sgd)
+
+
+def descend_rows(obj: Objective, starts: Tensor, data: Data, weights: Tensor, schedule: SGD, *,
+                 prox: Proximal | None = None, chunk: int = 64, desc: str = "runs",
+                 progress_bar: bool | None = None) -> Tensor:
+    """Final parameters ``[m, p]`` of m runs, run k from ``starts[k]`` with the per-example weights
+    ``weights[k]`` (``[m, n]``), :func:`descend` ``chunk`` runs at a time."""
+    return torch.cat([descend(obj, starts[rows], data, schedule, weights=weights[rows], prox=prox, desc=desc)[0]
+                      for rows in run_blocks(weights.shape[0], chunk, desc, progress_bar)])
 
 
 def run_blocks(m: int, chunk: int, desc: str = "runs", progress_bar: bool | None = None) -> Iterator[slice]:

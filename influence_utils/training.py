@@ -32,7 +32,15 @@ from torch.func import vmap
 
 from .batching import Data, validate_batch
 from .objective import Objective
-from .runs import SGD, Proximal, descend, newton_runs, run_blocks, tensor_data
+from .runs import (
+    SGD,
+    Proximal,
+    descend,
+    descend_rows,
+    gd_schedule,
+    newton_runs,
+    tensor_data,
+)
 
 __all__ = [
     "Trajectory",
@@ -311,12 +319,9 @@ def retrain_without(
                            progress_bar=progress_bar, advice=advice)
     if method != "gd":
         raise ValueError(f"method must be 'gd' or 'newton', got {method!r}")
-    if schedule is None and not {"steps", "lr"} <= set(sgd):
-        raise ValueError("method='gd' needs steps and lr: a schedule iu.SGD(steps, lr, ...), or steps= and lr=")
-    schedule = SGD.of(schedule, "retrain_without", **sgd)
-    return torch.cat([descend(obj, theta0.expand(rows.stop - rows.start, -1), (inputs, targets), schedule, weights=W[rows],
-                              prox=prox, desc="counterfactual runs")[0]
-                      for rows in run_blocks(W.shape[0], chunk, "counterfactual runs", progress_bar)])
+    return descend_rows(obj, theta0.expand(W.shape[0], -1), (inputs, targets), W,
+                        gd_schedule(schedule, sgd, "retrain_without"), prox=prox, chunk=chunk,
+                        desc="counterfactual runs", progress_bar=progress_bar)
 
 
 def loss_changes(obj: Objective, thetas: Tensor, theta: Tensor, data: Data) -> Tensor:
