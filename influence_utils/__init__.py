@@ -52,7 +52,6 @@ from .divergence import (
     GrowthModels,
     LinearResponse,
     PerturbedRuns,
-    correlation_vs_steps,
     curvature_growth_rate,
     divergence_curve,
     fit_growth_models,
@@ -106,106 +105,7 @@ from .training import (
 )
 from .utils import pearson, seed_everything, spearman
 
-__version__ = "0.1.0"
+# Everything imported above: the names a reader uses every day, and every module as iu.<module>.
+__all__ = sorted(name for name in dir() if not name.startswith("_"))
 
-__all__ = [
-    # objective
-    "Objective",
-    "per_example_cross_entropy",
-    "per_example_squared_error",
-    "predict_labels",
-    # solvers
-    "ExactSolver",
-    "CGSolver",
-    "LissaSolver",
-    "ArnoldiSolver",
-    "LissaDivergenceError",
-    "ConvergenceWarning",
-    "FewerEigenpairsWarning",
-    # scores
-    "influence",
-    "self_influence",
-    "time_bounded_influence",
-    "time_bounded_coefficients",
-    "tracin",
-    "gradient_dot",
-    "gradient_cosine",
-    # training and ground truth
-    "SGD",
-    "Trajectory",
-    "train",
-    "retrain_without",
-    "paired_runs",
-    "minimize_newton",
-    "loss_changes",
-    # first-order expansion
-    "Sweep",
-    "epsilon_sweep",
-    "weighted_runs",
-    "group_removal",
-    "group_scores",
-    "linearized_removal",
-    # parameter divergence
-    "PerturbedRuns",
-    "perturbed_runs",
-    "divergence_curve",
-    "GrowthFit",
-    "GrowthModels",
-    "fit_growth_rate",
-    "fit_growth_models",
-    "curvature_growth_rate",
-    "LinearResponse",
-    "linear_response",
-    "fixed_curvature_response",
-    "tracin_vs_steps",
-    "correlation_vs_steps",
-    # around the core
-    "Config",
-    "FullProfileOnCPUWarning",
-    "get_config",
-    "load_dataset",
-    "cached",
-    "CacheMismatchError",
-    "seed_everything",
-    "pearson",
-    "spearman",
-    # diagnostics
-    "diagnose",
-    "Diagnosis",
-    # curvature
-    "SpectrumSummary",
-    "spectrum_summary",
-    "plot_spectrum",
-    "with_damping",
-    # divergence at scale (chapter 7)
-    "FadingStudy",
-    "fading_study",
-    "log_steps",
-    # modules
-    "batching",
-    "cache",
-    "checkpoints",
-    "config",
-    "correction",
-    "curvature",
-    "data",
-    "diagnostics",
-    "divergence",
-    "estimates",
-    "explore",
-    "fading",
-    "models",
-    "objective",
-    "perturbation",
-    "plotting",
-    "resources",
-    "runs",
-    "scores",
-    "solver_study",
-    "solvers",
-    "standin",
-    "stats",
-    "training",
-    "trunk",
-    "utils",
-]
+__version__ = "0.1.0"
