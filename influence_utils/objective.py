@@ -149,8 +149,8 @@ _CAST = {torch.float64: "double", torch.float32: "float", torch.float16: "half",
 _SHAPE_WORDS = ("shape", "size", "channel", "dimension")
 
 
-def _train_mode_modules(model: nn.Module) -> list[str]:
-    """``"Type at 'name'"`` of every dropout (p > 0) or batch-norm module of ``model`` in training mode."""
+def _train_mode_error(model: nn.Module) -> str | None:
+    """Why ``model`` is refused when a dropout (p > 0) or batch-norm module is in training mode, or None."""
     found = []
     for name, m in model.named_modules():
         if not m.training:
@@ -158,10 +158,8 @@ def _train_mode_modules(model: nn.Module) -> list[str]:
         noisy_dropout = isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
         if noisy_dropout or isinstance(m, nn.modules.batchnorm._BatchNorm):
             found.append(f"{type(m).__name__} at '{name}'" if name else type(m).__name__)
-    return found
-
-
-def _train_mode_message(found: list[str]) -> str:
+    if not found:
+        return None
     shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
     return (
         f"the model is in training mode and contains {shown}: training-mode dropout (random masks) "
@@ -275,9 +273,9 @@ class Objective:
         wanted = set(self.names)
         self._fixed = {n: p.detach() for n, p in named.items() if n not in wanted}
         self._fixed.update({n: b for n, b in model.named_buffers()})
-        noisy = _train_mode_modules(model)
+        noisy = _train_mode_error(model)
         if noisy:
-            raise ValueError(_train_mode_message(noisy))
+            raise ValueError(noisy)
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -364,9 +362,9 @@ class Objective:
         """Re-raise a failed forward pass with its cause when it can be named: a model left in
         training mode, inputs of another dtype than θ, or inputs of the wrong shape. Returns (and
         the caller re-raises the original) for any other error."""
-        noisy = _train_mode_modules(self.model)
+        noisy = _train_mode_error(self.model)
         if noisy:
-            raise ValueError(_train_mode_message(noisy)) from err
+            raise ValueError(noisy) from err
         text = str(err)
         leaves = named_tensors(inputs)
         if any(w in text for w in _DTYPE_WORDS):
@@ -562,22 +560,19 @@ class Objective:
         if auto:
             method = "kron" if self.dense and self.p >= KRON_MIN_PARAMETERS else "grad"
         basis = basis.to(theta)
-        if method == "kron":
-            rows = []
-            for x, y, _ in self._chunks(data, ordered=True):
-                rows.append(self._projections_kron(theta, x, y, basis))
-                if len(rows) == 1 and not self._kron_agrees(theta, x, y, basis, rows[0][:1]):
-                    if not auto:
-                        raise ValueError(
-                            "method='kron' disagrees with the per-example gradients on the first example: the "
-                            "model's Linear layers do not see the examples along their inputs' first "
-                            "dimension, or the examples of a batch interact; use method='grad'")
-                    method = "grad"
-                    break
-        if method == "grad":
-            rows = [self._per_example_grads_chunk(theta, x, y) @ basis for x, y, _ in self._chunks(data, ordered=True)]
-        elif method == "jvp":
-            rows = [self._projections_jvp(theta, x, y, basis) for x, y, _ in self._chunks(data, ordered=True)]
+        project = {"kron": self._projections_kron, "jvp": self._projections_jvp,
+                   "grad": lambda t, x, y, v: self._per_example_grads_chunk(t, x, y) @ v}
+        rows = []
+        for x, y, _ in self._chunks(data, ordered=True):
+            rows.append(project[method](theta, x, y, basis))
+            if method == "kron" and len(rows) == 1 and not self._kron_agrees(theta, x, y, basis, rows[0][:1]):
+                if not auto:
+                    raise ValueError(
+                        "method='kron' disagrees with the per-example gradients on the first example: the "
+                        "model's Linear layers do not see the examples along their inputs' first "
+                        "dimension, or the examples of a batch interact; use method='grad'")
+                method = "grad"
+                rows[0] = project[method](theta, x, y, basis)
         self._refuse_empty(len(rows), "per_example_projections", per_example=True)
         out = rows[0] if len(rows) == 1 else torch.cat(rows)
         _check_finite(out, "projected per-example gradients")
@@ -598,13 +593,8 @@ class Objective:
         return bool(((ref - row).abs().max() <= 1e-3 * scale).item())
 
     def _projections_kron(self, theta: Tensor, inputs: Any, targets: Tensor, basis: Tensor) -> Tensor:
-        """``[chunk, r]`` from each ``nn.Linear``'s inputs ``a`` and output gradients ``δ``.
-
-        Example i's gradient of a Linear's weight is ``Σ_s δ_is a_isᵀ`` (s over any positions
-        between the batch and feature dimensions), so its projection on a column reshaped to the
-        weight's ``[out, in]`` is ``Σ_s δ_isᵀ V a_is``: one batched forward and backward pass, then
-        one matrix product per layer, without forming the ``[chunk, p]`` gradients.
-        """
+        """``[chunk, r]`` by ``method="kron"`` of :meth:`per_example_projections` (explained there), from each
+        ``nn.Linear``'s inputs ``a`` and output gradients ``δ``; s runs over any positions between batch and features."""
         modules = dict(self.model.named_modules())
         offsets = dict(zip(self.names, itertools.accumulate([0, *self.numels])))
         layers = sorted({name.rpartition(".")[0] for name in self.names})

@@ -142,14 +142,13 @@ def influence(
     """
     _check_solver(solver, obj, theta)
     n = num_examples(train) if n is None else n
-    low_rank = _low_rank(solver)
+    low_rank = _low_rank(solver, obj)
     if low_rank is not None:
         # H⁻¹ = V diag(1/(λ+d)) Vᵀ with r < p columns: score in the r-dimensional eigenbasis, so each
         # chunk of training examples costs its projected gradients G V ([chunk, r]; on dense models from
         # each layer's inputs and output gradients: Objective.per_example_projections) instead of a
         # [chunk, p] x [p, n_test] product.
         V, inv = low_rank
-        solver.solve(torch.zeros(1, obj.p, dtype=obj.dtype, device=obj.device))  # the solver's own checks
         left = obj.per_example_projections(theta, test, V) * inv  # [n_test, r]
         return _pair_matrix(obj, theta, left, train, chunk_size, "influence", progress_bar, basis=V) / n
     g_test = obj.per_example_grads(theta, test)
@@ -157,12 +156,14 @@ def influence(
     return _pair_matrix(obj, theta, solved, train, chunk_size, "influence", progress_bar) / n
 
 
-def _low_rank(solver: Solver) -> tuple[Tensor, Tensor] | None:
-    """``(V [p, r], 1/(λ + d) [r])`` for an eigen-solver holding fewer pairs than parameters."""
+def _low_rank(solver: Solver, obj: Objective) -> tuple[Tensor, Tensor] | None:
+    """``(V [p, r], 1/(λ + d) [r])`` for an eigen-solver holding fewer pairs than parameters, once
+    a solve has passed the solver's own checks (a singular H + damping·I is refused); else None."""
     V = getattr(solver, "eigenvectors", None)
     lam = getattr(solver, "eigenvalues", None)
     if V is None or lam is None or V.ndim != 2 or V.shape[1] >= V.shape[0]:
         return None
+    solver.solve(torch.zeros(1, obj.p, dtype=obj.dtype, device=obj.device))
     return V, 1.0 / (lam + solver.damping)
 
 
@@ -182,10 +183,8 @@ def self_influence(
     """
     _check_solver(solver, obj, theta)
     n = num_examples(data) if n is None else n
-    low_rank = _low_rank(solver)
+    low_rank = _low_rank(solver, obj)
     out = []
-    if low_rank is not None:
-        solver.solve(torch.zeros(1, obj.p, dtype=obj.dtype, device=obj.device))  # the solver's own checks
     for x, y in _train_chunks(data, chunk_size, obj):
         if low_rank is None:
             g = obj.per_example_grads(theta, (x, y))
@@ -383,7 +382,5 @@ def projected_gradients(obj: Objective, theta: Tensor, data: Data, basis: Tensor
     Returns:
         ``[n, r]``.
     """
-    if basis.ndim != 2 or basis.shape[0] != obj.p:
-        raise ValueError(f"basis must be [p={obj.p}, r], got {tuple(basis.shape)}; pass e.g. solver.eigenvectors")
     rows = [obj.per_example_projections(theta, (x, y), basis) for x, y in _train_chunks(data, chunk_size, obj)]
     return torch.cat(rows)

@@ -171,6 +171,7 @@ def _fingerprint(theta: Tensor) -> str:
 
 class _Solver:
     damping: float
+    _shown: tuple[str, ...] = ("damping",)  # the settings __repr__ shows, in order
 
     def __init__(self, damping: float) -> None:
         if damping < 0 or not math.isfinite(damping):
@@ -178,10 +179,6 @@ class _Solver:
         self.damping = float(damping)
         self.hvp_count = 0
         self._p: int | None = None
-
-    # subclasses set self._p and whatever they need
-    def fit(self, obj: Objective, theta: Tensor, data: Data) -> "_Solver":  # pragma: no cover
-        raise NotImplementedError
 
     def _matvec(self, obj: Objective, theta: Tensor, data: Data, gauss_newton: bool = False, check: bool = True):
         def mv(v: Tensor) -> Tensor:
@@ -194,6 +191,9 @@ class _Solver:
         return mv
 
     def _remember_fit(self, obj: Objective, theta: Tensor) -> None:
+        """Mark the solver fitted (``_p``, which ``solve`` needs) on ``obj`` at ``theta`` (for
+        :meth:`check_fitted_on`); every ``fit`` ends here."""
+        self._p = obj.p
         signature = _objective_signature(obj)
         self._fit_objective = signature
         self._fit_theta = None if signature is None else theta.detach().clone()
@@ -236,11 +236,8 @@ class _Solver:
         return (v if v.ndim == 2 else v.unsqueeze(0)), v.ndim == 1
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._shown)
         return f"{type(self).__name__}({fields})"
-
-    def _params(self) -> dict[str, Any]:
-        return {"damping": self.damping}
 
 
 class _EigenSolver(_Solver):
@@ -302,6 +299,8 @@ class ExactSolver(_EigenSolver):
         hessian: the ``[p, p]`` matrix that was decomposed.
     """
 
+    _shown = ("damping", "gauss_newton")
+
     def __init__(self, damping: float = 0.0, gauss_newton: bool = False, rtol: float = 1e-10) -> None:
         super().__init__(damping)
         self.gauss_newton = gauss_newton
@@ -315,12 +314,8 @@ class ExactSolver(_EigenSolver):
         evals, evecs = torch.linalg.eigh(self.hessian)
         order = torch.argsort(evals, descending=True)
         self.eigenvalues, self.eigenvectors = evals[order], evecs[:, order]
-        self._p = obj.p
         self._remember_fit(obj, theta)
         return self
-
-    def _params(self) -> dict[str, Any]:
-        return {"damping": self.damping, "gauss_newton": self.gauss_newton}
 
 
 class CGSolver(_Solver):
@@ -338,6 +333,8 @@ class CGSolver(_Solver):
         gauss_newton: use the Gauss–Newton matrix instead of the Hessian.
     """
 
+    _shown = ("damping", "max_iter", "tol")
+
     def __init__(self, damping: float = 1e-3, max_iter: int = 100, tol: float = 1e-8, gauss_newton: bool = False) -> None:
         super().__init__(damping)
         if max_iter < 1:
@@ -349,7 +346,6 @@ class CGSolver(_Solver):
     def fit(self, obj: Objective, theta: Tensor, data: Data) -> "CGSolver":
         _refuse_empty("CGSolver", obj, data)
         self._mv = self._matvec(obj, theta, data, self.gauss_newton)
-        self._p = obj.p
         self._remember_fit(obj, theta)
         return self
 
@@ -403,9 +399,6 @@ class CGSolver(_Solver):
             )
         return x[0] if single else x
 
-    def _params(self) -> dict[str, Any]:
-        return {"damping": self.damping, "max_iter": self.max_iter, "tol": self.tol}
-
 
 def _repeat_generator(seed: int, rep: int) -> torch.Generator:
     """The CPU generator of repeat ``rep`` for ``seed``: ``seed`` itself for the first repeat, an
@@ -449,6 +442,8 @@ class LissaSolver(_Solver):
         tol: relative truncation error (estimated) above which a deterministic run warns.
     """
 
+    _shown = ("damping", "scale", "depth", "repeats", "batch_size")
+
     def __init__(
         self,
         damping: float = 1e-3,
@@ -481,7 +476,6 @@ class LissaSolver(_Solver):
         source = _nonfinite_source(obj, theta, data, losses=False)
         if source is not None:  # a NaN in the data is not a divergence
             raise FloatingPointError(f"LiSSA cannot run on non-finite curvature; it comes from {source}")
-        self._p = obj.p
         self._remember_fit(obj, theta)
         return self
 
@@ -489,13 +483,11 @@ class LissaSolver(_Solver):
         if self.batch_size is None or self.batch_size >= self._n:
             # no finiteness check per product: a diverging recursion is LiSSA's own error
             return self._matvec(self._obj, self._theta, self._data, self.gauss_newton, check=False)
-        inputs, targets = self._data
 
         def mv(v: Tensor) -> Tensor:
             idx = torch.randint(self._n, (self.batch_size,), generator=generator)  # host: seeded indices
-            batch = subset((inputs, targets), idx)
-            self.hvp_count += v.shape[0]
-            return self._obj.hvp(self._theta, batch, v, gauss_newton=self.gauss_newton)
+            batch = subset(self._data, idx)
+            return self._matvec(self._obj, self._theta, batch, self.gauss_newton, check=False)(v)
 
         return mv
 
@@ -521,7 +513,6 @@ class LissaSolver(_Solver):
         wanted = sorted({int(d) for d in record}) if record is not None else []
         if wanted and (wanted[0] < 1 or wanted[-1] > self.depth):
             raise ValueError(f"record depths must lie in [1, depth={self.depth}], got {wanted}")
-        keep = set(wanted)
         self.recorded: dict[int, Tensor] = {}
         sums: dict[int, Tensor] = {d: torch.zeros_like(b) for d in wanted}
         bnorm = b.norm(dim=1)
@@ -533,12 +524,11 @@ class LissaSolver(_Solver):
             gen = _repeat_generator(self.seed, rep)
             mv = self._batch_mv(gen)
             x = b.clone()
-            term_prev = bnorm
+            term = bnorm  # the series' 0th term, v
             rising = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
             for t in range(1, self.depth + 1):
                 x_new = b + x - (mv(x) + self.damping * x) / self.scale
-                term = (x_new - x).norm(dim=1)  # ‖(I − (H + λI)/s)^t v‖, the t-th term of the series
-                terms = (terms[1] if t > 1 else bnorm, term)  # noqa: F821 -- bound from t = 1 on
+                term_prev, term = term, (x_new - x).norm(dim=1)  # ‖(I − (H + λI)/s)^t v‖, the t-th term
                 x = x_new
                 xnorm = x.norm(dim=1)
                 # A converging series has ‖x_t‖ <= (t + 1)‖v‖ and, with a fixed symmetric H,
@@ -547,7 +537,6 @@ class LissaSolver(_Solver):
                 if deterministic:
                     up = (term > term_prev * (1 + 1e-9)) & (term > floor * xnorm)
                     rising = torch.where(up, rising + 1, torch.zeros_like(rising))
-                    term_prev = term
                 too_big = (xnorm > slack * (t + 1) * bnorm * (1 + 1e-6)).any()
                 if not torch.isfinite(xnorm).all() or too_big or (rising >= 3).any():
                     if rep == 0:  # the sums hold this first recursion's estimates for d < t
@@ -565,12 +554,12 @@ class LissaSolver(_Solver):
                         damping=self.damping,
                         growth=growth,
                     )
-                if t in keep:
+                if t in sums:
                     sums[t] = sums[t] + x / self.scale
             total = total + x / self.scale
         self.recorded = {d: (sums[d] / self.repeats)[0] if single else sums[d] / self.repeats for d in wanted}
         if deterministic:
-            self._warn_truncated(*terms, x.norm(dim=1))
+            self._warn_truncated(term_prev, term, x.norm(dim=1))
         out = total / self.repeats
         return out[0] if single else out
 
@@ -597,15 +586,6 @@ class LissaSolver(_Solver):
             ConvergenceWarning,
             stacklevel=3,
         )
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "damping": self.damping,
-            "scale": self.scale,
-            "depth": self.depth,
-            "repeats": self.repeats,
-            "batch_size": self.batch_size,
-        }
 
 
 DEFAULT_BLOCK_SIZE = 4  # ArnoldiSolver's block when none is given (chosen by measurement, see its docstring)
@@ -667,6 +647,8 @@ class ArnoldiSolver(_EigenSolver):
     Warns:
         FewerEigenpairsWarning: when fewer than ``rank`` eigenpairs are kept.
     """
+
+    _shown = ("rank", "iterations", "damping", "positive_only", "seed", "block_size")
 
     def __init__(
         self,
@@ -736,7 +718,6 @@ class ArnoldiSolver(_EigenSolver):
         self.eigenvalues = evals[order]
         self.eigenvectors = basis.Q[:done].T @ U[:, order]
         self.iterations_done = done
-        self._p = p
         self._remember_fit(obj, theta)
         if order.numel() < self.rank:
             self._warn_fewer(order.numel(), done, p, int((evals > self.rtol * evals.abs().max()).sum()))
@@ -776,16 +757,6 @@ class ArnoldiSolver(_EigenSolver):
         if not 1 <= iterations <= self.iterations_done:
             raise ValueError(f"iterations must lie in [1, {self.iterations_done}] (the steps taken), got {iterations}")
         return torch.linalg.eigvalsh(self.projected[:iterations, :iterations]).flip(0)
-
-    def _params(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "iterations": self.iterations,
-            "damping": self.damping,
-            "positive_only": self.positive_only,
-            "seed": self.seed,
-            "block_size": self.block_size,
-        }
 
 
 class _KrylovBasis:
