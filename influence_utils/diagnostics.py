@@ -42,13 +42,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp
 
-from .batching import (
-    Data,
-    iter_chunks,
-    num_examples,
-    subset,
-    validate_batch,
-)
+from .batching import Data, iter_chunks, num_examples, subset
 from .divergence import curvature_growth_rate, fit_growth_rate
 from .divergence import horizon as _horizon
 from .objective import Objective
@@ -74,13 +68,7 @@ ASSUMPTIONS: dict[str, str] = {
     "first_order": "06_first_order",
 }
 
-_TITLES = {
-    "convexity": "convexity",
-    "numeric_stability": "numeric stability",
-    "training_trajectory": "training trajectory",
-    "parameter_divergence": "parameter divergence",
-    "first_order": "first-order expansion",
-}
+_TITLES = {**{a: a.replace("_", " ") for a in ASSUMPTIONS}, "first_order": "first-order expansion"}
 
 _STATUS_ORDER = {"ok": 0, "skipped": 0, "warn": 1, "fail": 2}
 
@@ -174,21 +162,8 @@ class Diagnosis:
         """
         import pandas as pd
 
-        return pd.DataFrame(
-            [
-                {
-                    "assumption": c.title,
-                    "status": c.status,
-                    "measure": c.measure,
-                    "value": c.value,
-                    "verdict": c.verdict,
-                    "recommendation": c.recommendation,
-                    "chapter": c.chapter,
-                    "seconds": c.seconds,
-                }
-                for c in self.checks
-            ]
-        )
+        columns = ("status", "measure", "value", "verdict", "recommendation", "chapter", "seconds")
+        return pd.DataFrame([{"assumption": c.title, **{k: getattr(c, k) for k in columns}} for c in self.checks])
 
     def __str__(self) -> str:
         lines = [f"diagnosis: {self.verdict}"]
@@ -257,12 +232,10 @@ def _spectrum(obj: Objective, theta: Tensor, data: Data, rank: int, iterations: 
     return solver.eigenvalues, f"Arnoldi ({solver.iterations_done} iterations)", float(solver.ritz_values.min())
 
 
-def _check_convexity(evals: Tensor, method: str, smallest: float) -> Check:
-    lam_max = float(evals.max())
+def _check_convexity(evals: Tensor, method: str, lam_max: float, lam_min: float) -> Check:
     scale = float(evals.abs().max())
     neg = evals[evals < 0]
     share = float(neg.abs().sum() / evals.abs().sum()) if scale > 0 else 0.0
-    lam_min = min(float(evals.min()), smallest)
     details = {
         "lambda_max": lam_max,
         "lambda_min": lam_min,
@@ -355,8 +328,7 @@ def _grad_norms(obj: Objective, theta: Tensor, data: Data, chunk: int = 256) -> 
     return torch.cat(out)
 
 
-def _check_trajectory(obj, theta, data, norms: Tensor, lam_max: float) -> Check:
-    n = num_examples(data)
+def _check_trajectory(obj, theta, data, n: int, norms: Tensor, lam_max: float) -> Check:
     g = obj.grad(theta, data)
     gnorm = float(g.norm())
     loss = float(obj.loss(theta, data))
@@ -393,8 +365,7 @@ def _check_trajectory(obj, theta, data, norms: Tensor, lam_max: float) -> Check:
 
 def _check_divergence(obj, theta, data, z: int, eps: float, steps: int, lr: float, batch_size, seed,
                       evals: Tensor | None) -> Check:
-    inputs, targets = validate_batch(data)
-    zb = subset((inputs, targets), slice(z, z + 1))
+    zb = subset(data, slice(z, z + 1))
     base, pert = paired_runs(obj, theta, data, zb, eps, steps=steps, lr=lr, batch_size=batch_size,
                              seed=seed, record_every=1)
     dist = torch.stack([(a - b).norm() for a, b in zip(pert.thetas, base.thetas)]).to(torch.float64)
@@ -449,19 +420,18 @@ def _third_derivative(obj: Objective, theta: Tensor, data: Data, u: Tensor) -> T
 
 
 def _check_first_order(obj, theta, data, solver, probe_idx: list[int], eps: float) -> Check:
-    inputs, targets = validate_batch(data) if isinstance(data, (tuple, list)) else (None, None)
-    if inputs is None:
+    if not isinstance(data, (tuple, list)):
         return _skipped("first_order", "second-order / first-order term", "needs tensor data (inputs, targets)")
     ratios = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for j in probe_idx:
-            zb = subset((inputs, targets), slice(j, j + 1))
+            zb = subset(data, slice(j, j + 1))
             g = obj.per_example_grads(theta, zb)[0]
             u = -solver.solve(g)  # θ' = dθ_ε/dε
             # d/dε of [∇L(θ_ε) + ε∇ℓ_z(θ_ε)] = 0 twice: H θ'' + ∇³L[θ', θ'] + 2 ∇²ℓ_z θ' = 0
             t3 = _third_derivative(obj, theta, data, u)
-            hz = _example_hvp(obj, theta, zb, u)
+            hz = obj.hvp(theta, zb, u) - obj.weight_decay * u  # ∇²ℓ(z) u: the one example's HVP, no decay
             second = -solver.solve(t3 + 2 * hz)  # θ''
             ratios.append(abs(eps) * float(second.norm()) / (2 * float(u.norm())))
     worst = max(ratios)
@@ -479,12 +449,6 @@ def _check_first_order(obj, theta, data, solver, probe_idx: list[int], eps: floa
         verdict = f"the second-order term reaches {worst:.3g}× the first for ε = {eps:.3g}"
         rec = "first-order influence cannot predict this perturbation: remove fewer examples at once, or retrain"
     return Check("first_order", status, "second-order / first-order term", worst, verdict, rec, details)
-
-
-def _example_hvp(obj: Objective, theta: Tensor, batch: Any, u: Tensor) -> Tensor:
-    """``∇²ℓ(z) u`` for the examples in ``batch`` summed (no 1/n, no weight decay)."""
-    n = num_examples(batch)
-    return n * (obj.hvp(theta, batch, u) - obj.weight_decay * u)
 
 
 def _skipped(assumption: str, measure: str, why: str) -> Check:
@@ -619,8 +583,7 @@ class _Context:
         self.norms = _grad_norms(obj, theta, data)
         self.probe_idx = self.norms.argsort(descending=True)[: max(1, n_probes)].tolist()
         if self.tensor_data:
-            inputs, targets = validate_batch(data)
-            probe_batch = subset((inputs, targets), self.probe_idx)
+            probe_batch = subset(data, self.probe_idx)
         else:
             probe_batch = next(iter(iter_chunks(data, n_probes)))[:2]
         self.probes = obj.per_example_grads(theta, probe_batch)
@@ -641,9 +604,9 @@ def _run_divergence(c: _Context) -> Check:
 
 #: Each assumption's check, and the shared measurement whose time it is charged with.
 _CHECKS = {
-    "convexity": lambda c: (_check_convexity(c.evals, c.method, c.lam_min), "spectrum"),
+    "convexity": lambda c: (_check_convexity(c.evals, c.method, c.lam_max, c.lam_min), "spectrum"),
     "numeric_stability": lambda c: (_check_stability(c.obj, c.theta, c.data, c.solver, c.probes, c.lam_max, c.lam_min), "fit"),
-    "training_trajectory": lambda c: (_check_trajectory(c.obj, c.theta, c.data, c.norms, c.lam_max), "norms"),
+    "training_trajectory": lambda c: (_check_trajectory(c.obj, c.theta, c.data, c.n, c.norms, c.lam_max), "norms"),
     "parameter_divergence": lambda c: (_run_divergence(c), None),
     "first_order": lambda c: (_check_first_order(c.obj, c.theta, c.data, c.solver, c.probe_idx, c.eps), None),
 }

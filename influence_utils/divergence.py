@@ -19,8 +19,8 @@ module measures and predicts what happens to that difference:
   step's objective (:class:`LinearResponse`); :func:`fixed_curvature_response` is its closed form
   ``δ_T = −H⁻¹(I − (I − ηH)^T) g`` when H and g are held fixed.
 * :func:`tracin_vs_steps` — TracIn summed over the checkpoints before each horizon T.
-* :func:`correlation_vs_steps` — Pearson and Spearman between each estimator's prediction and
-  the measured change, as a function of T, in a tidy ``pandas.DataFrame``.
+* the correlation of each estimator with the measured change as a function of T, with bootstrap
+  intervals: :func:`~influence_utils.fading.correlation_table`.
 
 **Sign and units.** A run with ε·ℓ(z) added changes test_i's loss by Δ_i(t). The measured
 counterpart of a score (:meth:`PerturbedRuns.actual_scores`) is ``−(1/n)·Δ_i(t)/ε``: the change a
@@ -33,7 +33,7 @@ and :func:`~influence_utils.scores.tracin` (positive: z helps test_i), with layo
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,9 +45,9 @@ from torch.utils._pytree import tree_map
 from .batching import Data, index_batch, num_examples
 from .objective import Objective
 from .runs import SGD, descend, run_blocks, tensor_data
-from .scores import time_bounded_coefficients
+from .scores import gradient_dot, time_bounded_coefficients
+from .stats import Interval
 from .training import Trajectory
-from .utils import pearson, spearman
 
 __all__ = [
     "PerturbedRuns",
@@ -63,7 +63,6 @@ __all__ = [
     "linear_response",
     "fixed_curvature_response",
     "tracin_vs_steps",
-    "correlation_vs_steps",
 ]
 
 
@@ -200,11 +199,9 @@ def perturbed_runs(
         eps: one ε or a list; every z is run with every ε (``k = m·len(eps)`` runs, z-major:
             run ``k`` uses ``z[k // len(eps)]`` and ``eps[k % len(eps)]``). ε = −1/n removes z
             from the objective (full batch) and ε > 0 up-weights it.
-        schedule: an :class:`~influence_utils.runs.SGD` shared by all runs (its seed gives them
-            one batch order), or its fields as keywords: ``steps`` updates of size ``lr`` on
-            batches of ``batch_size`` (``None`` = full batch), recorded every ``record_every``
-            steps (default 1 in the keyword form; start and end always) or at a list of steps
-            (e.g. log-spaced horizons ``[0, 1, 2, 5, 10, 20, 50, ...]``).
+        schedule: as in :func:`~influence_utils.training.train`, shared by all runs (its seed
+            gives them one batch order); ``record_every`` defaults to 1 in the keyword form, or
+            lists the steps (e.g. log-spaced horizons ``[0, 1, 2, 5, 10, 20, 50, ...]``).
         test: optional query data: record ℓ(test_i; θ) at every recorded step of every run.
         keep_thetas: also keep the parameters of every perturbed run at every recorded step
             (``k·R·p`` numbers: mind the memory). By default only what the chapters read is kept:
@@ -240,65 +237,48 @@ def perturbed_runs(
         tensor_data(test, "test")
     if project is not None and (project.ndim != 2 or project.shape[0] != theta0.numel()):
         raise ValueError(f"project must be directions [p={theta0.numel()}, r], got {tuple(project.shape)}")
-    record = _Recorder(obj, test, keep_thetas, keep_base, project)
-    blocks = list(run_blocks(eps_all.numel(), chunk, progress_bar=False))
+    blocks, parts = list(run_blocks(eps_all.numel(), chunk, progress_bar=False)), []
     for ci, rows in enumerate(blocks):
         # row 0 is the unperturbed run (ε = 0; its z is a placeholder that contributes 0·∇ℓ)
         zi = torch.cat([z_index[rows][:1], z_index[rows]])
         zk = (tree_map(lambda t: t.unsqueeze(1), index_batch(zx, zi)), zy[zi].unsqueeze(1))  # one z per run
         ek = torch.cat([eps_all.new_zeros(1), eps_all[rows]])
-        record.start(first=ci == 0)
+        record = _Recorder(obj, test, keep_thetas, keep_base and ci == 0, project)
         descend(obj, theta0.detach().expand(len(zi), -1), (inputs, targets), schedule, perturbation=(zk, ek),
                 on_record=record, desc=f"perturbed runs {ci + 1}/{len(blocks)}", progress_bar=progress_bar)
-        record.finish()
-    return record.result(steps=schedule.recorded(), lr=schedule.lr, eps=eps_all, z_index=z_index, n=n,
-                         batch_indices=schedule.order(n))
+        parts.append({key: torch.stack(v, dim=1) for key, v in record.steps.items() if v})  # [rows, R, ...]
+        del record  # its per-step tensors (with keep_thetas, views that keep each step's block alive)
+
+    def cat(key: str, rows: slice = slice(None)) -> Tensor | None:
+        return torch.cat([part[key][rows] for part in parts]) if key in parts[0] else None
+
+    first = parts[0]
+    return PerturbedRuns(schedule.recorded(), schedule.lr, eps_all, z_index, cat("gap"), n,
+                         base=first["base"][0] if keep_base else None, perturbed=cat("theta"),
+                         base_test_losses=first["loss"][0] if test is not None else None,
+                         test_losses=cat("loss", slice(1, None)), batch_indices=schedule.order(n),
+                         projections=cat("proj"))
 
 
 class _Recorder:
-    """What :func:`perturbed_runs` keeps at each recorded step of a block of runs (row 0 unperturbed):
-    the gaps, the test losses, the projections, and (if asked) the parameters."""
+    """What :func:`perturbed_runs` keeps at each recorded step of one block of runs (row 0
+    unperturbed): the gaps, the test losses, the projections, and (if asked) the parameters."""
 
     def __init__(self, obj: Objective, test: Data, keep_thetas: bool, keep_base: bool, project: Tensor | None):
         self.obj, self.test, self.keep_thetas, self.keep_base, self.project = obj, test, keep_thetas, keep_base, project
-        self.gaps, self.thetas, self.losses, self.projections = [], [], [], []
-        self.base = self.base_losses = None
-
-    def start(self, first: bool) -> None:
-        self.first = first
-        self.block = {"gap": [], "base": [], "theta": [], "loss": [], "proj": []}
+        self.steps = {"gap": [], "base": [], "theta": [], "loss": [], "proj": []}
 
     def __call__(self, t: int, theta: Tensor) -> None:
-        diff, b = theta[1:] - theta[:1], self.block
+        diff, b = theta[1:] - theta[:1], self.steps
         b["gap"].append(diff.norm(dim=-1))
-        if self.first and self.keep_base:
-            b["base"].append(theta[0].clone())  # a copy: a view would keep all the block's runs
+        if self.keep_base:
+            b["base"].append(theta[:1].clone())  # a copy: a view would keep all the block's runs
         if self.keep_thetas:
             b["theta"].append(theta[1:])
         if self.project is not None:
             b["proj"].append(diff @ self.project)
         if self.test is not None:
             b["loss"].append(vmap(lambda u: self.obj.per_example_losses(u, self.test))(theta))
-
-    def finish(self) -> None:
-        b = self.block
-        if self.first:
-            self.base = torch.stack(b["base"]) if self.keep_base else None
-            self.base_losses = torch.stack(b["loss"], dim=1)[0] if self.test is not None else None
-        self.gaps.append(torch.stack(b["gap"], dim=1))
-        if self.keep_thetas:
-            self.thetas.append(torch.stack(b["theta"], dim=1))
-        if self.project is not None:
-            self.projections.append(torch.stack(b["proj"], dim=1))
-        if self.test is not None:
-            self.losses.append(torch.stack(b["loss"], dim=1)[1:])
-        del self.block
-
-    def result(self, **fields: Any) -> PerturbedRuns:
-        cat = lambda parts: torch.cat(parts) if parts else None  # noqa: E731
-        return PerturbedRuns(gaps=torch.cat(self.gaps), base=self.base, perturbed=cat(self.thetas),
-                             base_test_losses=self.base_losses, test_losses=cat(self.losses),
-                             projections=cat(self.projections), **fields)
 
 
 def _thetas_of(run: Any, what: str) -> tuple[Tensor, list[int] | None]:
@@ -375,12 +355,9 @@ class GrowthFit:
         return torch.exp(self.intercept.unsqueeze(-1) + self.rate.unsqueeze(-1) * s)
 
     def horizon(self, tolerance: float) -> Tensor:
-        """The step T* at which the fitted gap reaches ``tolerance``.
-
-        ``T* = log(tolerance / gap₀) / rate`` with gap₀ = exp(intercept) the fitted gap at step 0:
-        the :term:`horizon` beyond which the two runs are more than ``tolerance`` apart. ``inf``
-        where the gap does not grow (rate ≤ 0) and starts below ``tolerance``.
-        """
+        """The step T* at which the fitted gap reaches ``tolerance``: :func:`horizon` from gap₀ =
+        exp(intercept), the fitted gap at step 0 (the :term:`horizon` beyond which the runs are more
+        than ``tolerance`` apart)."""
         return horizon(self.rate, torch.exp(self.intercept), tolerance)
 
 
@@ -436,8 +413,7 @@ def fit_growth_rate(
     lo, hi = (float(s.min()), float(s.max())) if window is None else (float(window[0]), float(window[1]))
     if lo > hi:
         raise ValueError(f"window start {lo} is after its stop {hi}")
-    in_window = (s >= lo) & (s <= hi)
-    use = in_window & (g > 0) & torch.isfinite(g)
+    use = (s >= lo) & (s <= hi) & (g > 0) & torch.isfinite(g)
     w = use.to(torch.float64)
     count = w.sum(-1)
     if (count < 2).any():
@@ -536,8 +512,6 @@ def fit_growth_models(
         ValueError: fewer than 2 curves, fewer than 3 usable steps in the window, or a window
             that includes step 0 (a power law has no value there).
     """
-    from .stats import Interval
-
     # on the host: a small [k, R] panel, bootstrapped with a seeded CPU generator, so that the
     # intervals are the same numbers whichever device the gaps come from (floats are returned)
     s = torch.as_tensor(steps, dtype=torch.float64, device="cpu")  # host: see above
@@ -761,8 +735,6 @@ def tracin_vs_steps(
         horizons: the horizons T.
         n: the n of 1/n (default: the size of ``train``).
     """
-    from .scores import gradient_dot
-
     if len(checkpoints) != len(checkpoint_steps) or len(checkpoints) == 0:
         raise ValueError(f"need one step per checkpoint, got {len(checkpoints)} checkpoints and "
                          f"{len(checkpoint_steps)} steps")
@@ -778,45 +750,3 @@ def tracin_vs_steps(
         weight = lr * (ends.clamp_max(float(T)) - starts).clamp_min(0)
         out.append(torch.einsum("k,kij->ij", weight, dots))
     return torch.stack(out)
-
-
-def correlation_vs_steps(
-    predictions: Mapping[str, Tensor],
-    actual: Tensor,
-    steps: Sequence[int],
-):
-    """Pearson and Spearman between predicted and actual changes at each horizon T, as a tidy table.
-
-    Args:
-        predictions: estimator name -> its scores, either ``[n_test, k]`` (one prediction for
-            every T, e.g. classical influence) or ``[R, n_test, k]`` (one per horizon, e.g.
-            :func:`~influence_utils.scores.time_bounded_influence` with ``steps=steps``,
-            :func:`tracin_vs_steps`, :meth:`LinearResponse.scores`).
-        actual: ``[R, n_test, k]`` measured changes, e.g. :meth:`PerturbedRuns.actual_scores`
-            (columns: runs; index predictions by ``runs.z_index`` to match).
-        steps: the horizons T ``[R]`` (e.g. ``runs.steps``).
-
-    Returns:
-        A ``pandas.DataFrame`` with columns ``estimator, T, pearson, spearman``, one row per
-        estimator and horizon (NaN where the actual changes are all zero, e.g. at T = 0).
-    """
-    import pandas as pd
-
-    steps = list(steps)
-    if actual.ndim != 3 or actual.shape[0] != len(steps):
-        raise ValueError(f"actual must be [len(steps)={len(steps)}, n_test, k], got {tuple(actual.shape)}")
-    rows = []
-    for name, pred in predictions.items():
-        if pred.shape == actual.shape[1:]:
-            pred = pred.unsqueeze(0).expand_as(actual)
-        if pred.shape != actual.shape:
-            raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected "
-                             f"{tuple(actual.shape[1:])} or {tuple(actual.shape)}")
-        for r, T in enumerate(steps):
-            a = actual[r]
-            if not torch.any(a != 0):
-                rp = rs = float("nan")
-            else:
-                rp, rs = pearson(pred[r], a), spearman(pred[r], a)
-            rows.append({"estimator": name, "T": int(T), "pearson": rp, "spearman": rs})
-    return pd.DataFrame(rows, columns=["estimator", "T", "pearson", "spearman"])

@@ -14,7 +14,7 @@ measures how well, at what cost, and where they break:
 * :func:`abif_rank_sweep` — ABIF scores against a reference as the rank grows, with cost in HVPs
   and seconds.
 * :func:`compare_solvers` and :func:`pairwise_agreement` — several solvers on the same query, side
-  by side; :func:`summary_table` — the solver × (accuracy, cost, failure mode, use) table.
+  by side.
 
 Scores here follow the package convention: ``scores[i, j]`` (``[n_test, n_train]``) estimates
 ``loss(test_i; θ without train_j) − loss(test_i; θ)``; positive means train_j helps test_i.
@@ -57,7 +57,6 @@ __all__ = [
     "abif_rank_sweep",
     "compare_solvers",
     "pairwise_agreement",
-    "summary_table",
     "format_seconds",
     "lissa_error_figure",
 ]
@@ -211,10 +210,6 @@ def eigen_scores(
     return (p_test / (lam[mask] + damping)) @ p_train.T / n
 
 
-def _diverged_row(**kw: Any) -> dict[str, Any]:
-    return {**kw, "status": "diverged", "rel_error": math.inf}
-
-
 def lissa_error_grid(
     obj: Any,
     theta: Tensor,
@@ -265,12 +260,10 @@ def lissa_error_grid(
             except LissaDivergenceError as err:
                 step = err.step
             for d in depths:
-                base = dict(scale=float(scale), damping=float(damping), depth=d, hvps=k * d)
-                if d in solver.recorded:
-                    rows.append({**base, "status": "ok", "rel_error": relative_error(solver.recorded[d], ref),
-                                 "diverged_at": step})
-                else:
-                    rows.append({**_diverged_row(**base), "diverged_at": step})
+                ok = d in solver.recorded
+                rows.append(dict(scale=float(scale), damping=float(damping), depth=d, hvps=k * d,
+                                 status="ok" if ok else "diverged", diverged_at=step,
+                                 rel_error=relative_error(solver.recorded[d], ref) if ok else math.inf))
     df = pd.DataFrame(rows, columns=["scale", "damping", "depth", "status", "rel_error", "diverged_at", "hvps"])
     df["diverged_at"] = df["diverged_at"].astype("Int64")
     return df
@@ -440,31 +433,6 @@ def pairwise_agreement(scores: Mapping[str, Tensor], method: str = "spearman") -
         for b in names:
             table.loc[a, b] = 1.0 if a == b else corr[method](scores[a], scores[b])
     return table
-
-
-_SUMMARY_COLUMNS = ["accuracy vs exact", "HVPs", "seconds", "failure mode", "when to use"]
-
-
-def summary_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The solver summary: one row per solver, durations as strings with a unit.
-
-    Args:
-        rows: mappings with keys ``solver`` and the columns ``"accuracy vs exact"``, ``"HVPs"``,
-            ``"seconds"`` (a float, formatted here), ``"failure mode"``, ``"when to use"``.
-
-    Returns:
-        A DataFrame indexed by solver with exactly those columns.
-    """
-    records = []
-    for row in rows:
-        missing = {"solver", *_SUMMARY_COLUMNS} - set(row)
-        if missing:
-            raise ValueError(f"summary row {row.get('solver', row)!r} lacks {sorted(missing)}")
-        rec = {k: row[k] for k in ["solver", *_SUMMARY_COLUMNS]}
-        if isinstance(rec["seconds"], (int, float)):
-            rec["seconds"] = format_seconds(float(rec["seconds"]))
-        records.append(rec)
-    return pd.DataFrame(records).set_index("solver")
 
 
 def lissa_error_figure(grid: pd.DataFrame, scale: float, damping: float, depth: int | None = None, ax=None):

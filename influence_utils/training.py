@@ -128,11 +128,8 @@ def train(
         obj: the objective (model, loss, weight decay, selected parameters).
         theta0: starting parameters ``[p]`` (an initialisation or a checkpoint).
         data: ``(inputs, targets)`` tensors.
-        schedule: an :class:`~influence_utils.runs.SGD` (steps, lr, batch_size, seed,
-            record_every), or its fields as keywords: ``steps`` updates of size ``lr`` on
-            batches of ``batch_size`` (``None`` = full batch) in the order seeded by ``seed``;
-            θ is recorded every ``record_every`` steps (the start and end always), or at the
-            listed steps (e.g. :func:`~influence_utils.fading.log_steps`).
+        schedule: an :class:`~influence_utils.runs.SGD` (its fields say what they mean), or its
+            fields as keywords; θ is recorded at its recorded steps (the start and end always).
         weights: per-example weights ``[n]`` (0 removes an example, keeping the 1/n scaling).
         perturbation: ``(z, eps)`` adds ``eps · Σ_{z_k ∈ z} ℓ(z_k; θ)`` to every step's objective;
             ``z`` is an ``(inputs, targets)`` batch.
@@ -281,16 +278,11 @@ def retrain_without(
             ``"newton"`` they find its exact stationary point (a minimum when
             ``H + λI`` is positive definite; otherwise the nearby saddle, which is what
             damped influence linearises).
-        bregman: also subtract ``∇L(theta0)ᵀ(θ − theta0)`` (full data, nothing removed), so
-            that ``theta0`` is stationary when nothing is removed: a checkpoint that is not an
-            exact optimum then does not drift, and the first-order response to a removal is
-            exactly damped influence at ``theta0``.
-        newton_hessian: with ``"newton"``: ``"each"`` — every run uses the Hessian at its own
-            iterate (quadratic convergence, one ``[p, p]`` Hessian per run and iteration);
-            ``"start"`` — all runs share the full-data Hessian at ``theta0`` (plus ``proximal``),
-            factorised once (a chord method: linear convergence, but each iteration costs one
-            gradient per run; it stops early once every run of a chunk reaches ``tol``). Either
-            way every run must reach ``tol``.
+        bregman: as in :func:`train`: a checkpoint that is not an exact optimum then does not
+            drift, and the first-order response to a removal is exactly damped influence at ``theta0``.
+        newton_hessian: with ``"newton"``, ``"each"`` (every run's own Hessian, quadratic
+            convergence) or ``"start"`` (the full-data Hessian at ``theta0`` plus ``proximal``,
+            factorised once: a chord method), the ``hessian`` of :func:`~influence_utils.runs.newton_runs`.
 
     Returns:
         ``[m, p]``.

@@ -187,30 +187,6 @@ def test_fit_growth_rate_recovers_a_known_rate():
         dv.fit_growth_rate(steps[:10], gaps)
 
 
-def test_correlation_vs_steps():
-    g = torch.Generator().manual_seed(1)
-    actual = torch.randn(4, 6, 5, generator=g, dtype=torch.float64)
-    actual[0] = 0.0  # T = 0: nothing has happened yet
-    noisy = actual + 0.5 * torch.randn(4, 6, 5, generator=g, dtype=torch.float64)
-    fixed = torch.randn(6, 5, generator=g, dtype=torch.float64)
-    table = dv.correlation_vs_steps({"exact": actual, "noisy": noisy, "fixed": fixed}, actual, [0, 1, 5, 10])
-    assert list(table.columns) == ["estimator", "T", "pearson", "spearman"] and len(table) == 12
-    exact = table[table.estimator == "exact"]
-    assert exact.pearson.iloc[1:].tolist() == pytest.approx([1.0] * 3)
-    assert exact.spearman.iloc[1:].tolist() == pytest.approx([1.0] * 3)
-    assert math.isnan(exact.pearson.iloc[0])
-    row = table[(table.estimator == "noisy") & (table["T"] == 5)].iloc[0]
-    assert row.pearson == pytest.approx(iu.pearson(noisy[2], actual[2]))
-    assert row.spearman == pytest.approx(iu.spearman(noisy[2], actual[2]))
-    assert 0.5 < row.pearson < 0.99
-    row = table[(table.estimator == "fixed") & (table["T"] == 10)].iloc[0]
-    assert row.pearson == pytest.approx(iu.pearson(fixed, actual[3]))  # a [n_test, k] prediction serves every T
-    with pytest.raises(ValueError, match="expected"):
-        dv.correlation_vs_steps({"bad": fixed[:, :2]}, actual, [0, 1, 5, 10])
-    with pytest.raises(ValueError, match="len\\(steps\\)"):
-        dv.correlation_vs_steps({"exact": actual}, actual, [0, 1])
-
-
 def test_perturbed_runs_record_projections_and_keep_no_past_parameters(mlp, monkeypatch):
     """What the chapters read (gaps, test losses, projections) without every run's parameters.
 

@@ -169,15 +169,9 @@ def test_compare_solvers_records_failures_and_agreement():
         ss.pairwise_agreement(scores, method="kendall")
 
 
-def test_summary_table_and_seconds_format():
+def test_seconds_format():
     assert ss.format_seconds(0.8123) == "0.81 s" and ss.format_seconds(12.34) == "12.3 s"
     assert ss.format_seconds(180) == "3.0 min" and ss.format_seconds(0.0042) == "4.2 ms"
-    row = {"solver": "CG", "accuracy vs exact": "1e-9", "HVPs": 40, "seconds": 0.5,
-           "failure mode": "stops on negative curvature", "when to use": "damped, few queries"}
-    table = ss.summary_table([row])
-    assert table.loc["CG", "seconds"] == "0.50 s" and list(table.columns)[0] == "accuracy vs exact"
-    with pytest.raises(ValueError, match="lacks"):
-        ss.summary_table([{"solver": "x"}])
 
 
 def test_lissa_error_figure():
