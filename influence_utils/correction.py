@@ -52,18 +52,21 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.func import vmap
 from torch.utils._pytree import tree_map
 
-from .batching import Data, index_batch, subset, validate_batch
+from .batching import Data, index_batch, iter_chunks, subset, validate_batch
 from .objective import Objective, predict_labels
 from .runs import SGD, descend
 from .scores import (
+    budget_chunk,
     gradient_cosine,
     gradient_dot,
     influence,
+    time_bounded_coefficients,
     time_bounded_influence,
     tracin,
 )
@@ -306,9 +309,7 @@ def _evaluator(obj: Objective, heldout_x: Any, heldout_y: Tensor, eval_chunk: in
     def evaluate(theta: Tensor, x1: Any, y1: Tensor):
         test_logits = obj.forward(theta, x1)  # [1] or [1, C]
         test_loss = obj.loss_fn(test_logits, y1)[0]
-        outs = [obj.forward(theta, index_batch(heldout_x, slice(a, min(a + eval_chunk, n_h))))
-                for a in range(0, n_h, eval_chunk)]
-        h_logits = torch.cat(outs)
+        h_logits = _forward_all(obj, theta, heldout_x, n_h, eval_chunk)
         h_loss = obj.loss_fn(h_logits, heldout_y)
         return test_logits[0], test_loss, h_logits, h_loss
 
@@ -316,9 +317,9 @@ def _evaluator(obj: Objective, heldout_x: Any, heldout_y: Tensor, eval_chunk: in
 
 
 def _forward_all(obj: Objective, theta: Tensor, inputs: Any, n: int, chunk: int) -> Tensor:
-    with torch.no_grad():
-        return torch.cat([obj.forward(theta, index_batch(inputs, slice(a, min(a + chunk, n))))
-                          for a in range(0, n, chunk)])
+    """``obj.forward`` on all ``n`` examples of ``inputs``, ``chunk`` at a time (callers hold ``no_grad``)."""
+    return torch.cat([obj.forward(theta, index_batch(inputs, slice(a, min(a + chunk, n))))
+                      for a in range(0, n, chunk)])
 
 
 def correct(
@@ -398,9 +399,8 @@ def correct(
         rows.extend(_correction_rows(name, k_list, parts, before, steps_, ids))
     frame = pd.DataFrame(rows, columns=_ROW_COLUMNS)
     order = {name: r for r, name in enumerate([*selections, "self"])}
-    frame = frame.sort_values(["method", "k", "s", "example"], key=lambda c: c.map(order) if c.name == "method" else c,
-                              kind="stable").reset_index(drop=True)
-    return frame
+    return frame.sort_values(["method", "k", "s", "example"], key=lambda c: c.map(order) if c.name == "method" else c,
+                             kind="stable").reset_index(drop=True)
 
 
 def _check_correction(train: Data, test: Data, heldout: Data, selections: Mapping[str, Tensor], ks: Sequence[int],
@@ -440,18 +440,17 @@ def _before(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk
             what: str = "correct") -> dict[str, Tensor]:
     """Predictions and losses at the checkpoint (on the host): the test examples, which must all be
     mis-predicted, and the held-out set."""
-    test_x, test_y = validate_batch(test)
-    heldout_x, heldout_y = validate_batch(heldout)
+    (test_x, test_y), (heldout_x, heldout_y) = test, heldout
     labels = _labels(test_y)
-    test_logits0 = _forward_all(obj, theta, test_x, int(test_y.shape[0]), eval_chunk)
-    pred0 = predict_labels(test_logits0).cpu()
-    already = (pred0 == labels.cpu()).nonzero().flatten()
-    if len(already):
-        raise ValueError(
-            f"test examples {already[:5].tolist()} are already predicted correctly at theta; "
-            f"{what}() expects mis-predicted examples: select them with iu.correction.mispredicted"
-        )
     with torch.no_grad():
+        test_logits0 = _forward_all(obj, theta, test_x, int(test_y.shape[0]), eval_chunk)
+        pred0 = predict_labels(test_logits0).cpu()
+        already = (pred0 == labels.cpu()).nonzero().flatten()
+        if len(already):
+            raise ValueError(
+                f"test examples {already[:5].tolist()} are already predicted correctly at theta; "
+                f"{what}() expects mis-predicted examples: select them with iu.correction.mispredicted"
+            )
         loss0 = obj.loss_fn(test_logits0, test_y).cpu()
         h_logits0 = _forward_all(obj, theta, heldout_x, int(heldout_y.shape[0]), eval_chunk)
         h_loss0 = obj.loss_fn(h_logits0, heldout_y).cpu()
@@ -463,8 +462,7 @@ def _before(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk
 def _correction_jobs(train: Data, test: Data, selections: Mapping[str, Tensor], ks: list[int],
                      self_reference: bool) -> list[tuple[str, list[int], Any, Tensor]]:
     """``(method, ks it stands for, [n_test, k, ...] inputs, [n_test, k] targets)`` of the fine-tuning sets."""
-    train_x, train_y = validate_batch(train)
-    test_x, test_y = validate_batch(test)
+    (train_x, train_y), (test_x, test_y) = train, test
     jobs = []
     for name, sel in selections.items():
         for k in ks:
@@ -482,8 +480,8 @@ def _fine_tune(obj: Objective, theta: Tensor, test: Data, heldout: Data, jobs: l
     :func:`~influence_utils.runs.descend` (full-batch steps on each run's own selection, objective
     ``obj.loss`` with weight decay ``wd``): per job, a list of ``(test logits, test loss,
     held-out logits, held-out losses)`` blocks on the host, each ``[runs, len(steps), ...]``."""
-    test_x, test_y = validate_batch(test)
-    evaluate = _evaluator(obj, *validate_batch(heldout), eval_chunk)
+    test_x, test_y = test
+    evaluate = _evaluator(obj, *heldout, eval_chunk)
     tuner = copy.copy(obj)
     tuner.weight_decay = float(wd)
     schedule = SGD(max(steps), lr, record_every=tuple(steps))
@@ -553,13 +551,13 @@ def first_order_loss_change(obj: Objective, theta: Tensor, train: Data, test: Da
         k, steps, lr: as in :func:`correct`.
         chunk_size: training examples whose gradients are held at once (at most what the memory budget holds).
     """
-    test_x, test_y = validate_batch(test)
-    train_x, train_y = validate_batch(train)
+    test_y = validate_batch(test)[1]
+    validate_batch(train)
     if selection.ndim != 2 or selection.shape[0] != test_y.shape[0] or selection.shape[1] < k:
         raise ValueError(f"selection must be [n_test={test_y.shape[0]}, >= k={k}], got {tuple(selection.shape)}")
     idx = selection[:, :k].cpu()
     used, inverse = idx.unique(return_inverse=True)
-    dots = gradient_dot(obj, theta, subset((train_x, train_y), used), test, n=1,
+    dots = gradient_dot(obj, theta, subset(train, used), test, n=1,
                         chunk_size=chunk_size).cpu()  # [n_test, u]: ∇ℓ(test_i)ᵀ∇ℓ(z_j)
     dot = torch.gather(dots, 1, inverse).mean(1)  # [n_test]: ∇ℓ(test_i)ᵀ ḡ_S
     s = torch.tensor([float(v) for v in _check_grid("steps", steps)], dtype=dot.dtype, device=dot.device)
@@ -580,9 +578,7 @@ def summarize(results: Any, confidence: float = 0.95):
     """
     import pandas as pd
 
-    missing = [c for c in ("method", "k", "s", "flipped") if c not in getattr(results, "columns", [])]
-    if missing:
-        raise ValueError(f"results must be the DataFrame from correct(); missing columns {missing}")
+    _check_columns(results, ("method", "k", "s", "flipped"))
     g = results.groupby(["method", "k", "s"], sort=False)
     out = g.agg(
         n=("flipped", "size"),
@@ -599,6 +595,12 @@ def summarize(results: Any, confidence: float = 0.95):
     cols = ["method", "k", "s", "n", "flips", "flip_rate", "ci_low", "ci_high", "loss_change",
             "heldout_acc_change", "heldout_loss_change", "heldout_broken"]
     return pd.DataFrame(out[cols]).reset_index(drop=True)
+
+
+def _check_columns(results: Any, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in getattr(results, "columns", [])]
+    if missing:
+        raise ValueError(f"results must be the DataFrame from correct(); missing columns {missing}")
 
 
 # --------------------------------------------------------------------------- several estimators at once
@@ -653,8 +655,6 @@ def score_methods(
         raise TypeError(f"method='abif' needs an ArnoldiSolver, got {type(solver).__name__}")
     if "tbif" in projected and (horizon is None or lr is None):
         raise ValueError("method='tbif' needs horizon (steps T) and lr (the step size η)")
-    from .batching import iter_chunks
-    from .scores import budget_chunk, time_bounded_coefficients
 
     n = int(validate_batch(train)[1].shape[0])
     g_test = obj.per_example_grads(theta, test)  # [n_test, p]
@@ -708,9 +708,7 @@ def clean_fix(results: Any, tolerance: float = CLEAN_TOLERANCE):
     ``flipped and heldout_acc_change >= −tolerance`` (a tolerance of 0.01 is one point of
     accuracy). Returns a boolean ``pandas.Series`` aligned with ``results``.
     """
-    missing = [c for c in ("flipped", "heldout_acc_change") if c not in getattr(results, "columns", [])]
-    if missing:
-        raise ValueError(f"results must be the DataFrame from correct(); missing columns {missing}")
+    _check_columns(results, ("flipped", "heldout_acc_change"))
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     return results["flipped"].astype(bool) & (results["heldout_acc_change"] >= -tolerance - 1e-12)
@@ -725,7 +723,8 @@ def average_draws(results: Any, prefix: str = "random", tolerance: float = CLEAN
     them. Rows of other methods are kept as they are (with ``clean`` 0/1 and ``draws`` 1).
 
     Raises:
-        ValueError: when there are no draws, or the draws do not cover the same (example, k, s).
+        ValueError: when there are no draws, the draws do not cover the same (example, k, s), or
+            another method is already named ``prefix``.
     """
     import pandas as pd
 
@@ -737,6 +736,9 @@ def average_draws(results: Any, prefix: str = "random", tolerance: float = CLEAN
     if not is_draw.any():
         raise ValueError(f"no draws named {prefix!r}#<d> in results; build them with random_selections")
     draws, rest = frame[is_draw].copy(), frame[~is_draw].copy()
+    if (rest["method"] == prefix).any():
+        raise ValueError(f"results already hold a method named {prefix!r}, the name the merged draws would take; "
+                         f"rename that method or pass another prefix")
     keys = ["example", "k", "s"]
     sizes = draws.groupby(keys).size()
     if sizes.nunique() != 1:
@@ -766,7 +768,7 @@ def _evaluate_thetas(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldou
 
     Returns CPU tensors ``[m(, C)]``, ``[m]``, ``[m, n_h(, C)]``, ``[m, n_h]``; ``chunk`` runs at a time.
     """
-    evaluate = _evaluator(obj, *validate_batch(heldout), eval_chunk)
+    evaluate = _evaluator(obj, *heldout, eval_chunk)
     with torch.no_grad():
         parts = [evaluate(thetas[a:a + chunk], index_batch(x1, slice(a, a + chunk)), y1[a:a + chunk])
                  for a in range(0, thetas.shape[0], chunk)]
@@ -775,7 +777,7 @@ def _evaluate_thetas(obj: Objective, thetas: Tensor, x1: Any, y1: Tensor, heldou
 
 def _evaluate_shared(obj: Objective, theta: Tensor, test: Data, heldout: Data, eval_chunk: int) -> tuple[Tensor, ...]:
     """:func:`_evaluate_thetas` for one θ ``[p]`` shared by every test example (evaluated once, expanded)."""
-    (test_x, test_y), (hx, hy) = validate_batch(test), validate_batch(heldout)
+    (test_x, test_y), (hx, hy) = test, heldout
     n_test = int(test_y.shape[0])
     with torch.no_grad():
         t_logits = _forward_all(obj, theta, test_x, n_test, eval_chunk).cpu()
@@ -841,6 +843,7 @@ def remove_and_retrain(
     ids = list(range(n_test)) if test_ids is None else [int(i) for i in test_ids]
     if len(ids) != n_test:
         raise ValueError(f"test_ids has {len(ids)} entries for {n_test} test examples")
+    validate_batch(heldout)
     before = _before(obj, theta, test, heldout, eval_chunk, "remove_and_retrain")
     harmful = select_harmful(scores, max(ks_)).cpu()
     removals = [harmful[i, :k].tolist() for k in ks_ for i in range(n_test)] + [[]]  # the last: no removal
@@ -859,17 +862,8 @@ def remove_and_retrain(
 
 
 # --------------------------------------------------------------------------- analysis and paired tests
-def _is_binary(values: Any) -> bool:
-    import numpy as np
-
-    v = np.asarray(values, dtype=float)
-    return bool(np.isin(v, (0.0, 1.0)).all())
-
-
 def _rate(values: Any, confidence: float, n_boot: int, seed: int, averaged: bool) -> tuple[float, float, float, str]:
     """Mean of per-example outcomes with an interval: Wilson for 0/1 outcomes, the bootstrap for averages."""
-    import numpy as np
-
     v = np.asarray(values, dtype=float)
     if not averaged:
         low, high = wilson_interval(int(v.sum()), v.size, confidence)
@@ -899,10 +893,7 @@ def analyze(results: Any, *, tolerance: float = CLEAN_TOLERANCE, confidence: flo
     """
     import pandas as pd
 
-    need = ("method", "k", "s", "flipped", "heldout_acc_change")
-    missing = [c for c in need if c not in getattr(results, "columns", [])]
-    if missing:
-        raise ValueError(f"results must be the DataFrame from correct(); missing columns {missing}")
+    _check_columns(results, ("method", "k", "s", "flipped", "heldout_acc_change"))
     frame = results.copy()
     computed = clean_fix(frame, tolerance).astype(float)
     frame["clean"] = computed if "clean" not in frame.columns else frame["clean"].astype(float).fillna(computed)
@@ -930,7 +921,7 @@ def _averaged(part: Any) -> bool:
     """Whether a method's outcomes are averages over draws: by its ``draws`` column, else by the values."""
     if "draws" in part.columns and part["draws"].notna().any():
         return bool((part["draws"] > 1).any())
-    return not _is_binary(part["flipped"].astype(float))
+    return not bool(np.isin(part["flipped"].astype(float).to_numpy(), (0.0, 1.0)).all())
 
 
 def compare(results: Any, pairs: Sequence[tuple[str, str]], *, alpha: float = 0.05):
@@ -964,7 +955,6 @@ def compare(results: Any, pairs: Sequence[tuple[str, str]], *, alpha: float = 0.
     Raises:
         ValueError: for an unknown method, or when a pair has no (k, s) in common.
     """
-    import numpy as np
     import pandas as pd
 
     if not 0 < alpha < 1:
@@ -1010,8 +1000,6 @@ def compare(results: Any, pairs: Sequence[tuple[str, str]], *, alpha: float = 0.
 
 # --------------------------------------------------------------------------- cost
 def _timing(seconds: Any, name: str) -> tuple[float, float, float]:
-    import numpy as np
-
     v = np.atleast_1d(np.asarray(seconds, dtype=float))
     if v.size == 0 or not np.isfinite(v).all() or (v < 0).any():
         raise ValueError(f"{name} must be one or more finite, non-negative durations in seconds, got {seconds}")

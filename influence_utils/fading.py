@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import stats
 from .batching import num_examples, subset
 from .divergence import (
     GrowthFit,
@@ -195,11 +196,6 @@ class FadingStudy:
         """The horizon in epochs of the training set."""
         return self.steps[-1] / self.steps_per_epoch
 
-    @property
-    def relative_gaps(self) -> Tensor:
-        """``[k, R]`` gaps divided by each run's gap after the first recorded step (> 0)."""
-        return self.gaps / self.gaps[:, 1:2]
-
     def correlation(self, estimator: str, T: int | None = None, method: str = "pearson", control: bool = False):
         """One correlation with its interval (:class:`~influence_utils.stats.Interval`).
 
@@ -210,8 +206,6 @@ class FadingStudy:
             control: against the control runs: the mean over control seeds of the estimate and
                 of each bound.
         """
-        from .stats import Interval
-
         if method not in ("pearson", "spearman"):
             raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
         table = self.control_table if control else self.table
@@ -221,7 +215,7 @@ class FadingStudy:
             raise KeyError(f"no row for estimator {estimator!r} at T={T}; have {sorted(set(table.estimator))} "
                            f"at T in {self.steps}")
         est, low, high = (float(rows[c].mean()) for c in (method, f"{method}_low", f"{method}_high"))
-        return Interval(est, low, high, 0.95, len(self.z_index) * len(self.query_index))
+        return stats.Interval(est, low, high, 0.95, len(self.z_index) * len(self.query_index))
 
     def fades(self, estimator: str = "time-bounded IF", method: str = "pearson", early: int | None = None,
               late: int | None = None) -> bool:
@@ -403,25 +397,29 @@ def correlation_table(predictions: dict, actual: Tensor, steps: list[int], *, n_
     """
     import pandas as pd
 
-    from .stats import bootstrap_correlations
-
     unknown = set(methods) - {"pearson", "spearman"}
     if unknown or not methods:
         raise ValueError(f"methods must be a non-empty subset of ('pearson', 'spearman'), got {methods}")
     rows = []
     live = [r for r, T in enumerate(steps) if T > 0 and torch.any(actual[r] != 0)]
     for name, pred in predictions.items():
-        pred = pred.unsqueeze(0).expand_as(actual) if pred.shape == actual.shape[1:] else pred
-        if pred.shape != actual.shape:
-            raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
-        xs, ys = [pred[r].double().cpu().numpy() for r in live], [actual[r].double().cpu().numpy() for r in live]
-        result = {m: bootstrap_correlations(xs, ys, method=m, unit="both", n_boot=n_boot, seed=seed) for m in methods}
+        xs, ys = _paired(name, pred, actual, live)
+        result = {m: stats.bootstrap_correlations(xs, ys, method=m, unit="both", n_boot=n_boot, seed=seed) for m in methods}
         for i, r in enumerate(live):
             row = {"estimator": name, "T": int(steps[r])}
             for m, intervals in result.items():
                 row.update({m: intervals[i].estimate, f"{m}_low": intervals[i].low, f"{m}_high": intervals[i].high})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _paired(name: str, pred: Tensor, actual: Tensor, rows: list[int]) -> tuple[list, list]:
+    """``pred`` (``[n_q, k]``, the same for every T, or ``[R, n_q, k]``) and ``actual`` ``[R, n_q, k]`` at
+    ``rows``, as float64 arrays; refuses a prediction of the wrong shape."""
+    pred = pred.unsqueeze(0).expand_as(actual) if pred.shape == actual.shape[1:] else pred
+    if pred.shape != actual.shape:
+        raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
+    return [pred[r].double().cpu().numpy() for r in rows], [actual[r].double().cpu().numpy() for r in rows]
 
 
 @dataclass
@@ -453,13 +451,11 @@ class WindowCorrelations:
 
     def difference(self, a: str, b: str):
         """Paired interval of ``mean corr(a) − mean corr(b)`` over the window; ``.low > 0``: a is better."""
-        from .stats import Interval, percentile
-
         diff = self.replicates[a] - self.replicates[b]
         diff = diff[~np.isnan(diff)]
-        low, high = percentile(diff, self.confidence)
+        low, high = stats.percentile(diff, self.confidence)
         est = self.intervals[a].estimate - self.intervals[b].estimate
-        return Interval(est, low, high, self.confidence, self.intervals[a].n)
+        return stats.Interval(est, low, high, self.confidence, self.intervals[a].n)
 
 
 def window_correlations(
@@ -492,29 +488,23 @@ def window_correlations(
     Raises:
         ValueError: no recorded horizon in the window, or a prediction of the wrong shape.
     """
-    from .stats import Interval, check_boot, correlation_replicates, percentile
-
-    check_boot(n_boot, confidence)
+    stats.check_boot(n_boot, confidence)
     rows = [r for r, T in enumerate(steps) if T > 0 and window[0] <= T <= window[1]]
     if not rows:
         raise ValueError(f"no recorded step in the window {window}; recorded: {list(steps)}")
     names = list(predictions)
     xs, ys = [], []
     for name in names:
-        pred = predictions[name]
-        pred = pred.unsqueeze(0).expand_as(actual) if pred.shape == actual.shape[1:] else pred
-        if pred.shape != actual.shape:
-            raise ValueError(f"predictions[{name!r}] has shape {tuple(pred.shape)}; expected {tuple(actual.shape)}")
-        xs += [pred[r].double().cpu().numpy() for r in rows]
-        ys += [actual[r].double().cpu().numpy() for r in rows]
-    estimates, boot, n, _ = correlation_replicates(xs, ys, method, "both", int(n_boot), int(seed))
+        x, y = _paired(name, predictions[name], actual, rows)
+        xs, ys = xs + x, ys + y
+    estimates, boot, n, _ = stats.correlation_replicates(xs, ys, method, "both", int(n_boot), int(seed))
     m = len(rows)
     intervals, replicates = {}, {}
     for i, name in enumerate(names):
         rep = boot[i * m:(i + 1) * m].mean(axis=0)  # NaN where any horizon's replicate is degenerate
         replicates[name] = rep
-        low, high = percentile(rep[~np.isnan(rep)], confidence)
-        intervals[name] = Interval(float(np.mean(estimates[i * m:(i + 1) * m])), low, high, float(confidence), int(n))
+        low, high = stats.percentile(rep[~np.isnan(rep)], confidence)
+        intervals[name] = stats.Interval(float(np.mean(estimates[i * m:(i + 1) * m])), low, high, float(confidence), int(n))
     return WindowCorrelations(window=(int(window[0]), int(window[1])), horizons=[int(steps[r]) for r in rows],
                               method=method, intervals=intervals, replicates=replicates, confidence=float(confidence))
 

@@ -367,6 +367,10 @@ def test_average_draws_gives_the_fraction_of_draws_that_flip():
         cr.average_draws(_frame(rows[:-1]))
     with pytest.raises(ValueError, match="no draws"):
         cr.average_draws(_frame(rows[:2]))
+    # a method already named "random" would be mixed with the merged draws (two rows per example)
+    clash = [("random", *r[1:]) for r in rows[:2]] + rows[2:]
+    with pytest.raises(ValueError, match="already hold a method named 'random'"):
+        cr.average_draws(_frame(clash))
 
 
 def test_analyze_intervals_per_method_k_s():
