@@ -34,13 +34,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import standin
+from . import models, standin
+from .batching import to_device
 from .cache import cached
 from .config import TopLayerTask
 from .data import Dataset, load_dataset
+from .models import encode_texts
 from .objective import Objective, per_example_cross_entropy
 from .training import train as sgd_train
-from .trunk import cifar_resnet18, split, trunk_features
+from .trunk import cifar_resnet18, split, top_parameter_names, trunk_features
 from .utils import progress
 
 __all__ = ["TopLayerCheckpoint", "checkpoint", "build_model", "pretrain", "tokenizer_for", "MODELS",
@@ -110,14 +112,6 @@ class TopLayerCheckpoint:
                 f"n_train={self.n_train}, p={self.p:,}, n_top={self.task.n_top})")
 
 
-def _to(x: Any, device) -> Any:
-    if isinstance(x, dict):
-        return {k: v.to(device) for k, v in x.items()}
-    if isinstance(x, (tuple, list)):
-        return tuple(t.to(device) for t in x)
-    return x.to(device)
-
-
 def build_model(task: TopLayerTask, n_classes: int, seed: int | None = None) -> nn.Module:
     """The untrained model of ``task`` (pretrained trunk for BERT), float32, eval mode.
 
@@ -133,8 +127,6 @@ def build_model(task: TopLayerTask, n_classes: int, seed: int | None = None) -> 
         ValueError: for an unknown model name.
         RuntimeError: ``"bert-base"`` without network (it belongs to ``IU_PROFILE=full``).
     """
-    from . import models
-
     seed = task.seed if seed is None else seed
     if task.model == "bert-base" and standin.enabled():  # IU_STANDIN=1: a small random BERT, no download
         return standin.bert_classifier(num_labels=n_classes, seed=seed)
@@ -176,9 +168,6 @@ def parameter_counts(task: TopLayerTask, n_classes: int) -> tuple[int, int]:
         ``(p, total)``: the scalars in θ (the top ``task.n_top`` layers or blocks and the head,
         as :func:`~influence_utils.trunk.top_parameter_names` selects them) and in the model.
     """
-    from . import models
-    from .trunk import top_parameter_names
-
     if task.model not in MODELS:
         raise ValueError(f"unknown model {task.model!r}; choose from {sorted(MODELS)}")
     if task.model == "minilm":
@@ -193,7 +182,7 @@ def parameter_counts(task: TopLayerTask, n_classes: int) -> tuple[int, int]:
                 model = build_model(task, n_classes)
     top = set(top_parameter_names(model, task.n_top))
     p = sum(t.numel() for name, t in model.named_parameters() if name in top)
-    return p, sum(t.numel() for t in model.parameters())
+    return p, models.count_parameters(model, trainable_only=False)
 
 
 def _in_channels(task: TopLayerTask) -> int:
@@ -205,8 +194,6 @@ def tokenizer_for(task: TopLayerTask):
 
     With ``IU_STANDIN=1``, ``"bert-base"`` gets the stand-in tokenizer (:func:`influence_utils.standin.tokenizer`).
     """
-    from . import models
-
     if task.model == "bert-base" and standin.enabled():  # IU_STANDIN=1: no download
         return standin.tokenizer()
     if task.model == "bert-base":
@@ -284,8 +271,7 @@ CACHE_SCHEMA = 2
 def _fingerprint(ds: Dataset, model: nn.Module) -> str:
     """A digest of the data and of every value of the untrained model, so injected inputs get their own entries."""
     h = hashlib.sha256()
-    for part in (ds.train, ds.test):
-        x, y = part
+    for x, y in (ds.train, ds.test):
         h.update(y.numpy().tobytes())
         if isinstance(x, Tensor):
             h.update(x.to(torch.float32).numpy().tobytes())
@@ -338,18 +324,13 @@ def checkpoint(
     Cache entries (names ``"<model>-pretrained"``, ``"<model>-features"``, ``"<model>-checkpoint"``)
     are keyed by every field of ``task`` and a digest of the data and the untrained model.
     """
-    if dataset is None:
-        dataset = _task_dataset(task)
-    if model is None:
-        model = build_model(task, dataset.num_classes)
-    model = model.to(torch.float32).eval()
-    key = _cache_key(task, dataset, model)
+    dataset, model, key = _untrained(task, dataset, model)
     opts = dict(root=root, refresh=refresh)
     pretrain_losses = _pretrain_stage(task, dataset, model, device, key, opts, progress_bar)
     model.to(device).eval()
     feats = _trunk_stage(task, dataset, model, tokenizer, device, key, opts, progress_bar)
-    train = (_to(feats["train"], device), dataset.train[1].to(device))
-    test = (_to(feats["test"], device), dataset.test[1].to(device))
+    train = (to_device(feats["train"], device), dataset.train[1].to(device))
+    test = (to_device(feats["test"], device), dataset.test[1].to(device))
     top = split(model, task.n_top)
     obj = Objective(top, per_example_cross_entropy, weight_decay=task.weight_decay)
     theta0 = obj.theta()
@@ -374,6 +355,13 @@ def _task_dataset(task: TopLayerTask) -> Dataset:
     if task.dataset in ("mnist5k", "cifar10"):
         kwargs["flatten"] = False
     return load_dataset(task.dataset, **kwargs)
+
+
+def _untrained(task: TopLayerTask, dataset: Dataset | None, model: nn.Module | None) -> tuple[Dataset, nn.Module, dict]:
+    """The task's data and untrained model (float32, eval mode) unless given, and the cache key of its stages."""
+    dataset = _task_dataset(task) if dataset is None else dataset
+    model = (build_model(task, dataset.num_classes) if model is None else model).to(torch.float32).eval()
+    return dataset, model, _cache_key(task, dataset, model)
 
 
 def _pretrain_stage(task: TopLayerTask, dataset: Dataset, model: nn.Module, device: Any, key: dict, opts: dict,
@@ -457,14 +445,6 @@ class ProbeResult:
     feature_dim: int
 
 
-def _task_dataset(task: TopLayerTask) -> Dataset:
-    """The data :func:`checkpoint` loads for ``task``."""
-    kwargs = dict(n_train=task.n_train, n_test=task.n_test, seed=task.seed)
-    if task.dataset in ("mnist5k", "cifar10"):
-        kwargs["flatten"] = False
-    return load_dataset(task.dataset, **kwargs)
-
-
 def _trunk_stage(task: TopLayerTask, dataset: Dataset, model: nn.Module, tokenizer: Any, device, key: dict,
                  opts: dict, progress_bar: bool | None = None) -> dict:
     """The ``"<model>-features"`` stage of :func:`checkpoint`: the frozen trunk's outputs, cached.
@@ -477,14 +457,12 @@ def _trunk_stage(task: TopLayerTask, dataset: Dataset, model: nn.Module, tokeniz
     def encode(x: Any) -> Any:
         if not dataset.is_text:
             return x
-        from .models import encode_texts
-
         tok = tokenizer if tokenizer is not None else tokenizer_for(task)
-        return _to(encode_texts(tok, x, max_length=task.max_length), device)
+        return to_device(encode_texts(tok, x, max_length=task.max_length), device)
 
     def run_trunk() -> dict:
         model.to(device)
-        return {part: _to(trunk_features(model, encode(x), task.n_top, progress_bar=progress_bar), "cpu")
+        return {part: to_device(trunk_features(model, encode(x), task.n_top, progress_bar=progress_bar), "cpu")
                 for part, (x, _) in (("train", dataset.train), ("test", dataset.test))}
 
     return cached(f"{task.model}-features", key, run_trunk, **opts)
@@ -555,10 +533,8 @@ def linear_probe(
     if task.pretrain_epochs:
         raise ValueError("linear_probe probes the pretrained encoder as checkpoint() uses it; "
                          f"set pretrain_epochs=0 (got {task.pretrain_epochs}) for a text task")
-    if model is None:
-        model = build_model(task, dataset.num_classes)
-    model = model.to(torch.float32).eval()
-    key = {**_cache_key(task, dataset, model), "probe": {"C": float(C), "max_iter": int(max_iter)}}
+    dataset, model, trunk_key = _untrained(task, dataset, model)
+    key = {**trunk_key, "probe": {"C": float(C), "max_iter": int(max_iter)}}
 
     def run_probe() -> dict:
         import numpy as np
@@ -566,14 +542,12 @@ def linear_probe(
         from sklearn.preprocessing import StandardScaler
 
         # the trunk outputs of checkpoint(task), shared through the cache (text tasks do not pretrain)
-        trunk_key = {k: v for k, v in key.items() if k != "probe"}
-        trunk, n_top = _trunk_stage(task, dataset, model, tokenizer, device, trunk_key,
-                                    dict(root=root, refresh=refresh)), task.n_top
-        feats = [_mean_pooled_top(model.to(device), trunk[part], n_top, device).to(torch.float64).numpy()
-                 for part in ("train", "test")]
-        (y_tr, y_te) = (dataset.train[1].numpy(), dataset.test[1].numpy())
-        scaler = StandardScaler().fit(feats[0])
-        f_tr, f_te = scaler.transform(feats[0]), scaler.transform(feats[1])
+        trunk = _trunk_stage(task, dataset, model, tokenizer, device, trunk_key, dict(root=root, refresh=refresh))
+        f_tr, f_te = (_mean_pooled_top(model.to(device), trunk[part], task.n_top, device).to(torch.float64).numpy()
+                      for part in ("train", "test"))
+        y_tr, y_te = dataset.train[1].numpy(), dataset.test[1].numpy()
+        scaler = StandardScaler().fit(f_tr)
+        f_tr, f_te = scaler.transform(f_tr), scaler.transform(f_te)
         clf = LogisticRegression(C=C, max_iter=max_iter, random_state=task.seed).fit(f_tr, y_tr)
         return {"train_accuracy": float(np.mean(clf.predict(f_tr) == y_tr)),
                 "test_accuracy": float(np.mean(clf.predict(f_te) == y_te)),

@@ -606,10 +606,9 @@ def _check_count(arg: str, value, available: int, name: str, classes) -> None:
         )
 
 
-def _take(x, idx: torch.Tensor):
-    if isinstance(x, torch.Tensor):
-        return x[idx]
-    return [x[i] for i in idx.tolist()]
+def _take(x, y: torch.Tensor, idx: torch.Tensor) -> tuple:
+    """The examples ``idx`` of inputs ``x`` (a tensor, or texts: returned as a list) and labels ``y``."""
+    return (x[idx] if isinstance(x, torch.Tensor) else [x[i] for i in idx.tolist()]), y[idx]
 
 
 # --------------------------------------------------------------------------------------------
@@ -636,25 +635,20 @@ def _check_load_arguments(name: Any, seed: Any, dtype: Any, flatten: Any) -> str
     return key
 
 
-def _split(raw: _Raw) -> tuple:
-    """``(x_train, y_train, x_test, y_test, description)``: the official split, or the fixed stratified one."""
+def _split(raw: _Raw) -> tuple[list, str]:
+    """``([(x_train, y_train), (x_test, y_test)], description)``: the official split, or the fixed stratified one."""
     if raw.test_x is not None:
-        return raw.x, raw.y, raw.test_x, raw.test_y, "official split"
-    tr_idx, te_idx = _stratified_split(raw.y, TEST_FRACTION)
-    return (_take(raw.x, tr_idx), raw.y[tr_idx], _take(raw.x, te_idx), raw.y[te_idx],
+        return [(raw.x, raw.y), (raw.test_x, raw.test_y)], "official split"
+    return ([_take(raw.x, raw.y, idx) for idx in _stratified_split(raw.y, TEST_FRACTION)],
             f"fixed stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%} split")
 
 
-def _keep_classes(classes: Sequence[int | str], names: Sequence[str], key: str, x_tr: Any, y_tr: torch.Tensor,
-                  x_te: Any, y_te: torch.Tensor) -> tuple:
-    """Only the examples of ``classes``, relabelled ``0 .. len(classes) - 1`` in the given order, and their names."""
-    chosen = _resolve_classes(classes, names, key)
-    relabel = torch.full((len(names),), -1, dtype=torch.int64)
+def _keep_classes(chosen: tuple[int, ...], k: int, parts: list) -> list:
+    """Only the examples of ``chosen`` in each ``(x, y)`` of ``parts``, relabelled ``0 .. len(chosen) - 1`` in that order."""
+    relabel = torch.full((k,), -1, dtype=torch.int64)
     relabel[list(chosen)] = torch.arange(len(chosen))
-    keep_tr = torch.nonzero(relabel[y_tr] >= 0, as_tuple=True)[0]
-    keep_te = torch.nonzero(relabel[y_te] >= 0, as_tuple=True)[0]
-    return (_take(x_tr, keep_tr), relabel[y_tr[keep_tr]], _take(x_te, keep_te), relabel[y_te[keep_te]],
-            tuple(names[c] for c in chosen))
+    kept = [_take(x, y, torch.nonzero(relabel[y] >= 0, as_tuple=True)[0]) for x, y in parts]
+    return [(x, relabel[y]) for x, y in kept]
 
 
 def load_dataset(
@@ -700,20 +694,21 @@ def load_dataset(
     key = _check_load_arguments(name, seed, dtype, flatten)
     spec = _REGISTRY[key]
     raw = _standin_raw(key) if not spec.offline and _standin.enabled() else spec.loader()
-    x_tr, y_tr, x_te, y_te, split_desc = _split(raw)
+    parts, split_desc = _split(raw)
     class_names = raw.class_names
     if classes is not None:
-        x_tr, y_tr, x_te, y_te, class_names = _keep_classes(classes, raw.class_names, key, x_tr, y_tr, x_te, y_te)
+        chosen = _resolve_classes(classes, class_names, key)
+        parts = _keep_classes(chosen, len(class_names), parts)
+        class_names = tuple(class_names[c] for c in chosen)
 
-    _check_count("n_train", n_train, len(y_tr), key, classes)
-    _check_count("n_test", n_test, len(y_te), key, classes)
-    pool_sizes = (len(y_tr), len(y_te))
-    if n_train is not None:
-        idx = _stratified_sample(y_tr, int(n_train), _generator(int(seed), 1))
-        x_tr, y_tr = _take(x_tr, idx), y_tr[idx]
-    if n_test is not None:
-        idx = _stratified_sample(y_te, int(n_test), _generator(int(seed), 2))
-        x_te, y_te = _take(x_te, idx), y_te[idx]
+    counts = {"n_train": n_train, "n_test": n_test}
+    pool_sizes = [len(y) for _, y in parts]
+    for (arg, n), available in zip(counts.items(), pool_sizes):
+        _check_count(arg, n, available, key, classes)
+    for i, n in enumerate(counts.values()):
+        if n is not None:  # train and test draw from separate streams (1 and 2) of ``seed``
+            x, y = parts[i]
+            parts[i] = _take(x, y, _stratified_sample(y, int(n), _generator(int(seed), i + 1)))
 
     if spec.kind == "image":
         flat = spec.natural_flat if flatten is None else flatten
@@ -721,19 +716,17 @@ def load_dataset(
         def finish(x: torch.Tensor) -> torch.Tensor:
             x = x.to(dtype=dtype, copy=True).div_(raw.scale)
             return x.reshape(len(x), -1) if flat else x.contiguous()
-
-        x_tr, x_te = finish(x_tr), finish(x_te)
     else:
-        x_tr, x_te = list(x_tr), list(x_te)
-    y_tr, y_te = y_tr.clone(), y_te.clone()
+        finish = list
+    (x_tr, y_tr), (x_te, y_te) = [(finish(x), y.clone()) for x, y in parts]
 
-    parts = [raw.source, split_desc]
+    notes = [raw.source, split_desc]
     if classes is not None:
-        parts.append(f"classes {class_names} relabelled 0..{len(class_names) - 1}")
+        notes.append(f"classes {class_names} relabelled 0..{len(class_names) - 1}")
     if n_train is not None or n_test is not None:
-        parts.append(f"stratified subsample seed={int(seed)} from pools "
+        notes.append(f"stratified subsample seed={int(seed)} from pools "
                      f"{pool_sizes[0]}/{pool_sizes[1]}")
-    parts.append(f"train {len(y_tr)} / test {len(y_te)}")
+    notes.append(f"train {len(y_tr)} / test {len(y_te)}")
     return Dataset(name=key, train=(x_tr, y_tr), test=(x_te, y_te),
-                   class_names=tuple(class_names), description="; ".join(parts))
+                   class_names=tuple(class_names), description="; ".join(notes))
 

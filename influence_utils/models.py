@@ -30,14 +30,12 @@ traced by ``torch.func.vmap``.
 
 Downloads from the hub (:func:`load_bert_base_classifier`,
 :func:`load_bert_base_tokenizer`) wait at most ``IU_DOWNLOAD_TIMEOUT`` seconds
-(default 60) to connect and for each read; after the first request without an
-answer the call stops trying the network (a copy in the local Hugging Face cache
-is still used) and fails with the same error as without network, saying
-"no answer within N s". See :mod:`influence_utils.data`.
+(default 60) to connect and for each read, as described in :mod:`influence_utils.data`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 from collections.abc import Sequence
@@ -325,12 +323,6 @@ class ResNet(nn.Module):
 # ---------------------------------------------------------------------------
 
 
-def _transformers_major() -> int:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
-
-
 class BertClassifier(nn.Module):
     """``BertForSequenceClassification`` behind a vmap-safe ``forward``.
 
@@ -366,10 +358,12 @@ class BertClassifier(nn.Module):
     """
 
     def __init__(self, model: nn.Module):
+        import transformers
+
         super().__init__()
         self.model = model
         self.num_labels = int(model.config.num_labels)
-        self._use_hf_forward = _transformers_major() >= 5
+        self._use_hf_forward = int(transformers.__version__.split(".")[0]) >= 5
 
     @property
     def config(self):
@@ -415,20 +409,15 @@ class BertClassifier(nn.Module):
         return self.model.classifier(self.model.dropout(pooled))
 
 
+@contextlib.contextmanager
 def seeded(seed: int | None):
     """Context manager: fork the CPU RNG and seed it, or do nothing when ``seed`` is None."""
-    import contextlib
-
     if seed is None:
-        return contextlib.nullcontext()
-
-    @contextlib.contextmanager
-    def ctx():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
-
-    return ctx()
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def minilm_path() -> Path:
@@ -522,10 +511,7 @@ def encode_texts(tokenizer, texts: Sequence[str], max_length: int = 64, pad_to_m
         max_length=max_length,
         return_tensors="pt",
     )
-    return {
-        "input_ids": enc["input_ids"].to(torch.int64),
-        "attention_mask": enc["attention_mask"].to(torch.int64),
-    }
+    return {key: enc[key].to(torch.int64) for key in ("input_ids", "attention_mask")}
 
 
 def bert_top_parameter_names(model: BertClassifier, n_layers: int = 1) -> list[str]:
@@ -584,16 +570,22 @@ def _hub_error(name: str, err: BaseException, note: str = "") -> RuntimeError:
     )
 
 
-# Errors a failed or offline download surfaces as; huggingface_hub's own errors
-# derive from OSError or from requests/httpx errors, which are caught by name below.
-_DOWNLOAD_ERRORS: tuple[type[BaseException], ...] = (OSError, ConnectionError, TimeoutError)
+def _from_hub(name: str, load):
+    """``load()`` with bounded download waits; a failed download raises :func:`_hub_error`."""
+    from .data import DownloadGuard
 
-
-def _is_download_error(err: BaseException) -> bool:
-    if isinstance(err, _DOWNLOAD_ERRORS):
-        return True
-    module = type(err).__module__ or ""
-    return module.split(".")[0] in {"huggingface_hub", "requests", "httpx", "urllib3"}
+    guard = DownloadGuard()
+    try:
+        with guard:
+            return load()
+    except Exception as err:
+        # A failed or offline download surfaces as an OSError (ConnectionError and TimeoutError
+        # included); huggingface_hub's own errors derive from it or from requests/httpx errors,
+        # which are caught by their module.
+        stack = (type(err).__module__ or "").split(".")[0]
+        if isinstance(err, OSError) or stack in {"huggingface_hub", "requests", "httpx", "urllib3"}:
+            raise _hub_error(name, err, guard.note(err)) from err
+        raise
 
 
 def load_bert_base_classifier(
@@ -623,19 +615,13 @@ def load_bert_base_classifier(
     """
     from transformers import AutoModelForSequenceClassification
 
-    from .data import DownloadGuard
-
-    guard = DownloadGuard()
-    try:
-        with guard, seeded(seed):
-            hf = AutoModelForSequenceClassification.from_pretrained(
+    def load():
+        with seeded(seed):
+            return AutoModelForSequenceClassification.from_pretrained(
                 name, num_labels=num_labels, attn_implementation="eager"
             )
-    except Exception as err:
-        if _is_download_error(err):
-            raise _hub_error(name, err, guard.note(err)) from err
-        raise
-    return BertClassifier(hf).to(dtype).eval()
+
+    return BertClassifier(_from_hub(name, load)).to(dtype).eval()
 
 
 def load_bert_base_tokenizer(name: str = "bert-base-uncased"):
@@ -647,13 +633,4 @@ def load_bert_base_tokenizer(name: str = "bert-base-uncased"):
     """
     from transformers import AutoTokenizer
 
-    from .data import DownloadGuard
-
-    guard = DownloadGuard()
-    try:
-        with guard:
-            return AutoTokenizer.from_pretrained(name)
-    except Exception as err:
-        if _is_download_error(err):
-            raise _hub_error(name, err, guard.note(err)) from err
-        raise
+    return _from_hub(name, lambda: AutoTokenizer.from_pretrained(name))

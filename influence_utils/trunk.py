@@ -19,9 +19,9 @@ Supported models and what "top" means:
 * :class:`~influence_utils.models.BertClassifier` (MiniLM, bert-base, any BertConfig): the last
   ``n_top`` encoder layers, the pooler and the classifier head; features are the hidden states
   entering the first top layer ``[n, L, H]`` and the 4-D additive attention mask
-  ``[n, 1, 1, L]``. Because the pooler reads only the ``[CLS]`` position, the last layer computes
-  keys and values for every token but the query, attention output and feed-forward block for
-  ``[CLS]`` alone: the same logits at a fraction of the cost.
+  ``[n, 1, 1, L]``. Because the pooler reads only the ``[CLS]`` position, the last layer runs for
+  ``[CLS]`` alone (its attention over every token without forming their keys and values, see
+  ``_bert_layer_cls``): the same logits at a fraction of the cost.
 * :class:`~influence_utils.models.ResNet` (the book's CIFAR-style ResNet) and torchvision's
   ``ResNet`` (e.g. :func:`cifar_resnet18`): the last ``n_top`` residual blocks, the global
   average pooling and the linear head; features are the activations entering the first top block
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .models import BertClassifier, ResNet, finish_logits, group_norm
+from .models import BertClassifier, ResNet, finish_logits, group_norm, seeded
 from .utils import progress
 
 __all__ = [
@@ -46,6 +46,12 @@ __all__ = [
     "top_parameter_names",
     "cifar_resnet18",
 ]
+
+
+def _full_names(top: nn.Module, model: nn.Module) -> dict[str, str]:
+    """``{name in top: name in model}`` for every parameter of ``top`` (the same objects)."""
+    full = {id(p): n for n, p in model.named_parameters()}
+    return {n: full[id(p)] for n, p in top.named_parameters()}
 
 
 # ---------------------------------------------------------------------------------- BERT
@@ -127,20 +133,7 @@ class BertTop(nn.Module):
         self.dropout = classifier.model.dropout
         self.classifier = classifier.model.classifier
         self.num_labels = classifier.num_labels
-        prefix = {
-            "layers.": None,
-            "pooler.": "model.bert.pooler.",
-            "classifier.": "model.classifier.",
-        }
-        names = {}
-        for name, _ in self.named_parameters():
-            if name.startswith("layers."):
-                i, rest = name[len("layers.") :].split(".", 1)
-                names[name] = f"model.bert.encoder.layer.{self.first + int(i)}.{rest}"
-            else:
-                head = next(p for p in prefix if name.startswith(p))
-                names[name] = prefix[head] + name[len(head) :]
-        self.full_names: dict[str, str] = names
+        self.full_names: dict[str, str] = _full_names(self, classifier)
 
     def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
         """Logits ``[n, num_labels]`` from cached features ``hidden [n, L, H]``, ``mask [n, 1, 1, L]``."""
@@ -220,8 +213,7 @@ class ResNetTop(nn.Module):
         self.pool = model.pool if kind == "book" else model.avgpool
         self.head = model.head if kind == "book" else model.fc
         self.n_classes = model.n_classes if kind == "book" else None
-        full = {id(p): n for n, p in model.named_parameters()}
-        self.full_names: dict[str, str] = {n: full[id(p)] for n, p in self.named_parameters()}
+        self.full_names: dict[str, str] = _full_names(self, model)
 
     def forward(self, features: Tensor) -> Tensor:
         """Logits from the activations entering the first top block."""
@@ -317,8 +309,6 @@ def cifar_resnet18(n_classes: int = 10, in_channels: int = 3, groups: int = 32, 
         A torchvision ``ResNet`` in eval mode (use :func:`split` for its top).
     """
     from torchvision.models import resnet18
-
-    from .models import seeded
 
     with seeded(seed):
         model = resnet18(num_classes=n_classes, norm_layer=lambda c: group_norm(c, "group", groups))
