@@ -178,15 +178,11 @@ def iter_chunks(
         step = n if not chunk_size else int(chunk_size)
         for start in range(0, n, max(step, 1)):
             sl = slice(start, min(start + step, n))
-            yield (
-                index_batch(inputs, sl),
-                targets[sl],
-                None if weights is None else weights[sl],
-            )
+            yield (*subset((inputs, targets), sl), None if weights is None else weights[sl])
         return
     if weights is not None:
         raise TypeError("per-example weights need tensor data (inputs, targets), not a DataLoader")
-    if isinstance(data, Mapping) or isinstance(data, Tensor):
+    if isinstance(data, (Mapping, Tensor)):
         raise TypeError("data must be (inputs, targets) or a DataLoader yielding (inputs, targets)")
     check_iterable(data, ordered=ordered)
     for batch in data:

@@ -140,10 +140,7 @@ def plot_spectrum(
     from .plotting import COLORS, new_figure
 
     ev = torch.sort(eigenvalues.detach().to(torch.float64).cpu(), descending=True).values
-    if ax is None:
-        fig, ax = new_figure()
-    else:
-        fig = ax.figure
+    fig, ax = new_figure() if ax is None else (ax.figure, ax)
     rank = (torch.arange(ev.numel(), dtype=torch.float64) + 0.5) / ev.numel()  # host: plotted
     ax.plot(rank.numpy(), ev.numpy(), color=color or COLORS["if"], lw=1.4, label=label)
     thresh = linthresh if linthresh is not None else 1e-6 * float(ev.abs().max())

@@ -62,10 +62,11 @@ def _mlp_p(d: int, hidden: int, classes: int) -> int:
 
 
 def _resnet_p(depth: int, width: int, channels: int, classes: int) -> int:
-    from .models import ResNet
+    from .models import ResNet, count_parameters
 
     with torch.device("meta"):
-        return sum(t.numel() for t in ResNet(depth=depth, in_channels=channels, n_classes=classes, width=width).parameters())
+        return count_parameters(ResNet(depth=depth, in_channels=channels, n_classes=classes, width=width),
+                                trainable_only=False)
 
 
 def _task_sizes(task: Any) -> dict:
@@ -79,11 +80,11 @@ def _task_sizes(task: Any) -> dict:
         L = task.max_length
         layer_flops = 2 * p * L + 4 * L * L * hidden  # dense layers, then attention scores and mixing
         act = L * 14 * hidden + 2 * 12 * L * L  # saved activations of one encoder layer
-        return {"p": p, "total": total, "flops": layer_flops, "act": act, "features": L * hidden + L,
+        return {"p": p, "flops": layer_flops, "act": act, "features": L * hidden + L,
                 "whole_flops": 2 * total * L}
     spatial = max(1, (side // 8) ** 2)  # the top block runs at the last stage's resolution
     whole = 2 * total * (side * side) // 6  # the whole network: its stages at falling resolution
-    return {"p": p, "total": total, "flops": 2 * p * spatial, "act": 6 * 8 * task.width * spatial,
+    return {"p": p, "flops": 2 * p * spatial, "act": 6 * 8 * task.width * spatial,
             "features": 8 * task.width * spatial, "whole_flops": whole}
 
 
@@ -108,7 +109,7 @@ def _small_model_terms(c: Any, chapter: str, mem: dict, work: dict) -> None:
     d, classes, side = _DATA[task.dataset]
     binary = getattr(c, "classes", None) is not None and chapter in ("ch1", "ch9")
     k = 2 if binary else classes
-    hidden = {"ch1": 0, "ch9": c.mlp_hidden if chapter == "ch9" else 0}.get(chapter, getattr(task, "hidden", 0))
+    hidden = 0 if chapter == "ch1" else c.mlp_hidden if chapter == "ch9" else getattr(task, "hidden", 0)
     p = _mlp_p(d, hidden, k)
     n = task.n_train
     mem["data"] = (n * d * _F64 * 2, n * d * _F64 * 2)
@@ -122,7 +123,7 @@ def _small_model_terms(c: Any, chapter: str, mem: dict, work: dict) -> None:
     runs *= 1 + 2 * getattr(c, "n_seeds", 0) + getattr(c, "n_orders", 0)
     work["training runs (vectorised)"] = runs * steps * batch * 6 * p
     mem["vectorised runs (θ, gradient, update per run; chunks of 64)"] = (min(runs, 64) * 3 * p * _F64, 0)
-    if chapter == "ch1" or chapter == "ch6":
+    if chapter in ("ch1", "ch6"):
         q = d + 1  # Newton runs are on logistic regression (chapter 6: its convex exercise)
         runs_newton = c.n_removed if chapter == "ch1" else len(c.eps_multiples)
         work["Newton leave-one-out / ε runs (10 iterations)"] = runs_newton * 10 * (n * q * q * 2 + q**3)

@@ -87,10 +87,7 @@ def scatter_predicted_actual(
         The matplotlib figure.
     """
     x, y = as_numpy(predicted), as_numpy(actual)
-    if ax is None:
-        fig, ax = new_figure()
-    else:
-        fig = ax.figure
+    fig, ax = new_figure() if ax is None else (ax.figure, ax)
     r, rho = pearson(x, y), spearman(x, y)
     ax.scatter(x, y, s=8, alpha=0.6, color=color or COLORS["if"], linewidths=0,
                label=f"{label}: Pearson {r:.3f}, Spearman {rho:.3f}")
@@ -202,10 +199,11 @@ def pointrange(ax, frame, *, x: str, y: str, low: str, high: str, hue: str | Non
     if (frame[low] > frame[high]).any():
         raise ValueError(f"every interval needs {low} <= {high}; were the columns swapped?")
     order = _levels(frame[x], order)
+    kwargs: dict[str, Any] = dict(errorbar=None, order=order, ax=ax, linestyle="none")  # seaborn >= 0.13 (the package's pin)
     if hue is None:
         levels, offsets = [None], [0.0]
-        colors = [sns.color_palette(palette)[0] if palette is not None and not isinstance(palette, dict)
-                  else sns.color_palette()[0]]
+        colors = [sns.color_palette(None if isinstance(palette, dict) else palette)[0]]  # None: the default
+        kwargs.update(color=colors[0])
     else:
         levels = _levels(frame[hue], hue_order)
         n = len(levels)
@@ -214,13 +212,7 @@ def pointrange(ax, frame, *, x: str, y: str, low: str, high: str, hue: str | Non
             colors = [palette[level] for level in levels]
         else:
             colors = sns.color_palette(palette, n_colors=n)
-    kwargs: dict[str, Any] = dict(errorbar=None, order=order, ax=ax)
-    if hue is not None:
-        kwargs.update(hue=hue, hue_order=levels, palette=dict(zip(levels, colors)),
-                      dodge=dodge if len(levels) > 1 else False)
-    else:
-        kwargs.update(color=colors[0])
-    kwargs["linestyle"] = "none"  # seaborn >= 0.13 (the package's pin)
+        kwargs.update(hue=hue, hue_order=levels, palette=dict(zip(levels, colors)), dodge=dodge if n > 1 else False)
     if horizontal:
         sns.pointplot(data=frame, x=y, y=x, orient="h", **kwargs)
     else:

@@ -69,13 +69,9 @@ def _reset_peak() -> bool:
 
 def peak_memory_mb() -> float:
     """Peak resident set size of this process in MB (since the last reset on Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
+    hwm = _read_kb("/proc/self/status", "VmHWM")
+    if hwm is not None:
+        return hwm / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, kB elsewhere
 

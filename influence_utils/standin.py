@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -62,22 +63,16 @@ def enabled() -> bool:
 # ---------------------------------------------------------------------------------- config
 
 
-def _cap(value, cap):
-    return min(value, cap)
+def _cut(obj: Any, **most: Any) -> Any:
+    """A copy of the dataclass ``obj`` with fields cut to ``most``: a number to at most its cap (a
+    ``min``), a tuple to its first entries, a nested dataclass by a dict of its own cuts."""
 
+    def cut(value: Any, cap: Any) -> Any:
+        if isinstance(cap, dict):
+            return _cut(value, **cap)
+        return tuple(value[:cap]) if isinstance(value, tuple) else min(value, cap)
 
-def _short(values: tuple, n: int) -> tuple:
-    return tuple(values[:n])
-
-
-def _steps(schedule: Any, most: int) -> Any:
-    """A schedule with at most ``most`` steps."""
-    return dataclasses.replace(schedule, steps=_cap(schedule.steps, most))
-
-
-def _mlp(task: Any, most: int) -> Any:
-    """An MLP task whose training schedule takes at most ``most`` steps."""
-    return dataclasses.replace(task, train=_steps(task.train, most))
+    return dataclasses.replace(obj, **{name: cut(getattr(obj, name), cap) for name, cap in most.items()})
 
 
 def standin_config(cfg):
@@ -92,49 +87,31 @@ def standin_config(cfg):
     if cfg.profile != "full":
         return cfg
     r = dataclasses.replace
-    c7 = cfg.ch7
     return r(
         cfg,
-        ch1=r(cfg.ch1, n_removed=_cap(cfg.ch1.n_removed, 5), n_pairs_plot=_cap(cfg.ch1.n_pairs_plot, 500)),
-        ch2=r(cfg.ch2, train=_steps(cfg.ch2.train, 200), warm_steps=_cap(cfg.ch2.warm_steps, 20),
-              n_removed=_cap(cfg.ch2.n_removed, 7), n_queries=_cap(cfg.ch2.n_queries, 50),
-              newton_iters=_cap(cfg.ch2.newton_iters, 20), n_orders=_cap(cfg.ch2.n_orders, 2)),
-        ch3=r(cfg.ch3, train=_steps(cfg.ch3.train, 100), n_rhs=_cap(cfg.ch3.n_rhs, 4),
-              lissa_depths=tuple(d for d in cfg.ch3.lissa_depths if d <= 100),
-              resnet_train=_steps(cfg.ch3.resnet_train, 10), resnet_hvp_examples=_cap(cfg.ch3.resnet_hvp_examples, 32),
-              resnet_n_test=_cap(cfg.ch3.resnet_n_test, 4), resnet_rank=_cap(cfg.ch3.resnet_rank, 8),
-              resnet_arnoldi_iterations=_cap(cfg.ch3.resnet_arnoldi_iterations, 16),
-              resnet_cg_iter=_cap(cfg.ch3.resnet_cg_iter, 10), resnet_lissa_depth=_cap(cfg.ch3.resnet_lissa_depth, 20),
-              n_seeds=_cap(cfg.ch3.n_seeds, 2)),
-        ch4=r(cfg.ch4, mlp=_mlp(cfg.ch4.mlp, 100), n_removed=_cap(cfg.ch4.n_removed, 8),
-              n_seeds=_cap(cfg.ch4.n_seeds, 2), horizons=_short(cfg.ch4.horizons, 3)),
+        ch1=_cut(cfg.ch1, n_removed=5, n_pairs_plot=500),
+        ch2=_cut(cfg.ch2, train={"steps": 200}, warm_steps=20, n_removed=7, n_queries=50, newton_iters=20, n_orders=2),
+        ch3=_cut(r(cfg.ch3, lissa_depths=tuple(d for d in cfg.ch3.lissa_depths if d <= 100)),
+                 train={"steps": 100}, n_rhs=4, resnet_train={"steps": 10}, resnet_hvp_examples=32, resnet_n_test=4,
+                 resnet_rank=8, resnet_arnoldi_iterations=16, resnet_cg_iter=10, resnet_lissa_depth=20, n_seeds=2),
+        ch4=_cut(cfg.ch4, mlp={"train": {"steps": 100}}, n_removed=8, n_seeds=2, horizons=3),
         # chapter 5 fits its growth models from step 100 on: 300 steps leave a window to fit
-        ch5=r(cfg.ch5, mlp=_mlp(cfg.ch5.mlp, 50), steps=_cap(cfg.ch5.steps, 300),
-              n_perturbed=_cap(cfg.ch5.n_perturbed, 4)),
-        ch6=r(cfg.ch6, mlp=_mlp(cfg.ch6.mlp, 100), horizons=tuple(min(h, 30) for h in cfg.ch6.horizons),
-              n_groups=_cap(cfg.ch6.n_groups, 2), n_examples=_cap(cfg.ch6.n_examples, 2)),
-        ch7=r(c7,
-              bert=r(c7.bert, steps=_cap(c7.bert.steps, 5)),
-              # ResNet-18 on a CPU: pretraining skipped, its trunk run over 1,000 + 200 images (not
-              # 10,000 + 1,000); per-example gradients of 1,000 images still need 19 GB, as 10,000 need 189
-              resnet=r(c7.resnet, pretrain_epochs=0, steps=_cap(c7.resnet.steps, 3),
-                       n_train=_cap(c7.resnet.n_train, 1000), n_test=_cap(c7.resnet.n_test, 200)),
-              mlp=_mlp(c7.mlp, 30), n_z=_cap(c7.n_z, 4),
-              n_queries=_cap(c7.n_queries, 16), horizon_epochs=_cap(c7.horizon_epochs, 0.5),
-              record_points=_cap(c7.record_points, 4), arnoldi_rank=_cap(c7.arnoldi_rank, 6),
-              arnoldi_iterations=_cap(c7.arnoldi_iterations, 12), hessian_examples=_cap(c7.hessian_examples, 64),
-              control_seeds=_cap(c7.control_seeds, 2), n_boot=_cap(c7.n_boot, 100),
-              sweep_n_z=_cap(c7.sweep_n_z, 2), sweep_epochs=_cap(c7.sweep_epochs, 0.1)),
-        ch8=r(cfg.ch8, n_wrong=_cap(cfg.ch8.n_wrong, 4), n_heldout=_cap(cfg.ch8.n_heldout, 32),
-              ks=_short(cfg.ch8.ks, 2), steps=_short(cfg.ch8.steps, 2), random_draws=_cap(cfg.ch8.random_draws, 2),
-              # half an epoch: the removal runs then outlast the listed steps (1, 2), as in both real profiles
-              removal_epochs=_cap(cfg.ch8.removal_epochs, 0.5), arnoldi_rank=_cap(cfg.ch8.arnoldi_rank, 6),
-              arnoldi_iterations=_cap(cfg.ch8.arnoldi_iterations, 12),
-              hessian_examples=_cap(cfg.ch8.hessian_examples, 64), timing_repeats=_cap(cfg.ch8.timing_repeats, 2),
-              horizon_steps=_short(cfg.ch8.horizon_steps, 3), horizon_k=_cap(cfg.ch8.horizon_k, 5),
-              n_explore=_cap(cfg.ch8.n_explore, 2)),
-        ch9=r(cfg.ch9, mlp_train=_steps(cfg.ch9.mlp_train, 50), divergence_steps=_cap(cfg.ch9.divergence_steps, 10),
-              n_boot=_cap(cfg.ch9.n_boot, 100), timing_repeats=_cap(cfg.ch9.timing_repeats, 2)),
+        ch5=_cut(cfg.ch5, mlp={"train": {"steps": 50}}, steps=300, n_perturbed=4),
+        ch6=_cut(r(cfg.ch6, horizons=tuple(min(h, 30) for h in cfg.ch6.horizons)),
+                 mlp={"train": {"steps": 100}}, n_groups=2, n_examples=2),
+        ch7=_cut(cfg.ch7,
+                 bert={"steps": 5},
+                 # ResNet-18 on a CPU: pretraining skipped, its trunk run over 1,000 + 200 images (not
+                 # 10,000 + 1,000); per-example gradients of 1,000 images still need 19 GB, as 10,000 need 189
+                 resnet={"pretrain_epochs": 0, "steps": 3, "n_train": 1000, "n_test": 200},
+                 mlp={"train": {"steps": 30}}, n_z=4, n_queries=16, horizon_epochs=0.5, record_points=4,
+                 arnoldi_rank=6, arnoldi_iterations=12, hessian_examples=64, control_seeds=2, n_boot=100,
+                 sweep_n_z=2, sweep_epochs=0.1),
+        ch8=_cut(cfg.ch8, n_wrong=4, n_heldout=32, ks=2, steps=2, random_draws=2,
+                 # half an epoch: the removal runs then outlast the listed steps (1, 2), as in both real profiles
+                 removal_epochs=0.5, arnoldi_rank=6, arnoldi_iterations=12, hessian_examples=64, timing_repeats=2,
+                 horizon_steps=3, horizon_k=5, n_explore=2),
+        ch9=_cut(cfg.ch9, mlp_train={"steps": 50}, divergence_steps=10, n_boot=100, timing_repeats=2),
     )
 
 
@@ -159,12 +136,8 @@ def _sentences(n: int, gen: torch.Generator) -> tuple[str, ...]:
     """``n`` sentences of 2 to 40 random words (at most 42 tokens with [CLS] and [SEP])."""
     words = _words()
     lengths = torch.randint(2, 41, (n,), generator=gen).tolist()
-    ids = torch.randint(len(words), (sum(lengths),), generator=gen).tolist()
-    out, start = [], 0
-    for length in lengths:
-        out.append(" ".join(words[i] for i in ids[start : start + length]))
-        start += length
-    return tuple(out)
+    ids = iter(torch.randint(len(words), (sum(lengths),), generator=gen).tolist())
+    return tuple(" ".join(words[i] for i in itertools.islice(ids, length)) for length in lengths)
 
 
 def _labels(n: int, counts: list[int], gen: torch.Generator) -> torch.Tensor:

@@ -53,6 +53,8 @@ UNITS = ("pairs", "rows", "cols", "both")
 #: Correlation measures understood by :func:`bootstrap_correlation`.
 METHODS = ("pearson", "spearman")
 
+#: The axes of the data each unit resamples (``"pairs"``: of the flattened pairs).
+_AXES = {"pairs": (0,), "rows": (0,), "cols": (1,), "both": (0, 1)}
 _MIN_BOOT = 100
 _CHUNK_ELEMENTS = 1 << 20  # resampled values per array and chunk (8 MiB in float64)
 
@@ -77,12 +79,11 @@ class Interval:
     n: int = 0
 
     def __str__(self) -> str:
-        return f"{self.estimate:.2f} [{self.low:.2f}, {self.high:.2f}]"
+        return format(self, ".2f")
 
     def __format__(self, spec: str) -> str:
-        """``f"{iv:.3f}"`` applies the spec to all three numbers; an empty spec gives ``str(iv)``."""
-        if not spec:
-            return str(self)
+        """``f"{iv:.3f}"`` applies the spec to all three numbers; an empty spec gives ``str(iv)`` (``.2f``)."""
+        spec = spec or ".2f"
         return f"{self.estimate:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
     @property
@@ -151,9 +152,9 @@ def _bools(x: Any, name: str) -> np.ndarray:
     a = _array(x, name)
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one outcome per unit), got shape {a.shape}")
-    if not np.isin(a, (0.0, 1.0)).all():
-        other = a[~np.isin(a, (0.0, 1.0))][0]
-        raise ValueError(f"{name} must hold booleans (or 0/1), got other values such as {other}")
+    other = a[~np.isin(a, (0.0, 1.0))]
+    if other.size:
+        raise ValueError(f"{name} must hold booleans (or 0/1), got other values such as {other[0]}")
     return a.astype(bool)
 
 
@@ -212,18 +213,12 @@ def _resample_indices(unit: str, shape: tuple[int, ...], n_boot: int, seed: int)
     Row and column indices come from two independent streams of ``seed``, so the replicates do
     not depend on the chunk size.
     """
-    row_rng, col_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)]  # rows, cols
     per_replicate = int(np.prod(shape))
     chunk = max(1, min(n_boot, _CHUNK_ELEMENTS // per_replicate))
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
-        if unit in ("pairs", "rows"):
-            yield (row_rng.integers(0, shape[0], size=(b, shape[0])),)
-        elif unit == "cols":
-            yield (col_rng.integers(0, shape[1], size=(b, shape[1])),)
-        else:
-            yield (row_rng.integers(0, shape[0], size=(b, shape[0])),
-                   col_rng.integers(0, shape[1], size=(b, shape[1])))
+        yield tuple(rngs[axis].integers(0, shape[axis], size=(b, shape[axis])) for axis in _AXES[unit])
 
 
 def _take(a: np.ndarray, unit: str, idx: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -257,23 +252,20 @@ def _prepare_pairs(xs: Sequence[Any], ys: Sequence[Any], unit: str, method: str)
     if unit == "pairs":
         ax, ay = [x.ravel() for x in ax], [y.ravel() for y in ay]
         shape = ax[0].shape
-        n = shape[0]
-        if n < 3:
-            raise ValueError(f"a correlation interval needs at least 3 pairs, got {n}")
+        if shape[0] < 3:
+            raise ValueError(f"a correlation interval needs at least 3 pairs, got {shape[0]}")
     else:
         if len(shape) != 2:
             raise ValueError(
                 f"unit={unit!r} resamples the rows and/or columns of a 2-D [rows, cols] array, got shape "
                 f"{shape}; use unit='pairs' for paired 1-D samples (units: {UNITS})"
             )
-        need = {"rows": (0,), "cols": (1,), "both": (0, 1)}[unit]
-        for axis in need:
+        for axis in _AXES[unit]:
             if shape[axis] < 2:
                 raise ValueError(
                     f"unit={unit!r} needs at least 2 {('rows', 'cols')[axis]} to resample, got shape {shape}"
                 )
-        n = {"rows": shape[0], "cols": shape[1], "both": min(shape)}[unit]
-    return ax, ay, shape, n
+    return ax, ay, shape, min(shape[axis] for axis in _AXES[unit])  # n: the resampled units
 
 
 def correlation_replicates(
@@ -290,12 +282,9 @@ def correlation_replicates(
         if np.ptp(x) == 0 or np.ptp(y) == 0:
             raise ValueError(f"x[{i}] or y[{i}] is constant; a correlation is undefined")
         estimates.append(float(full(x.ravel(), y.ravel()).statistic))
-    if method == "spearman":  # resample the dense ranks; each replicate is ranked by counting
-        dense = [np.unique(a, return_inverse=True) for a in ax + ay]
-        levels = [u.size for u, _ in dense]
-        codes = [inv.reshape(shape) for _, inv in dense]
-        ax, ay = codes[: len(ax)], codes[len(ax):]
-        kx, ky = levels[: len(ax)], levels[len(ax):]
+    if method == "spearman":  # resample the dense ranks 0..k-1; each replicate is ranked by counting
+        ax, ay = [[np.unique(a, return_inverse=True)[1].reshape(shape) for a in arrays] for arrays in (ax, ay)]
+        kx, ky = [int(c.max()) + 1 for c in ax], [int(c.max()) + 1 for c in ay]
 
     boot = [[] for _ in ax]
     for idx in _resample_indices(unit, shape, int(n_boot), seed):
@@ -310,7 +299,9 @@ def correlation_replicates(
     return estimates, np.stack([np.concatenate(b) for b in boot]), n, shape
 
 
-def _check_degenerate(values: np.ndarray, n_boot: int, what: str, unit: str, shape: tuple) -> np.ndarray:
+def _percentile_of_defined(values: np.ndarray, n_boot: int, confidence: float, what: str, unit: str,
+                           shape: tuple) -> tuple[float, float]:
+    """:func:`percentile` of the replicates where the correlation is defined (not NaN)."""
     kept = values[~np.isnan(values)]
     dropped = int(n_boot) - kept.size
     if dropped > n_boot / 2:
@@ -319,7 +310,7 @@ def _check_degenerate(values: np.ndarray, n_boot: int, what: str, unit: str, sha
             f"correlation is undefined); there are too few distinct values for unit={unit!r} "
             f"with shape {shape}; use more data or a different unit"
         )
-    return kept
+    return percentile(kept, confidence)
 
 
 def bootstrap_correlations(
@@ -346,8 +337,7 @@ def bootstrap_correlations(
     estimates, boot, n, shape = correlation_replicates(xs, ys, method, unit, n_boot, seed)
     out = []
     for i, est in enumerate(estimates):
-        values = _check_degenerate(boot[i], n_boot, f"pair {i}", unit, shape)
-        low, high = percentile(values, confidence)
+        low, high = _percentile_of_defined(boot[i], n_boot, confidence, f"pair {i}", unit, shape)
         out.append(Interval(est, low, high, float(confidence), int(n)))
     return out
 
@@ -380,11 +370,7 @@ def bootstrap_correlation_difference(
         truth_b: if given, ``b`` is compared with these instead: the interval of
             ``corr(a, truth) - corr(b, truth_b)``, still on the same resampled units (e.g. one
             estimator against two horizons' measured effects, on the same queries and examples).
-        method: ``"pearson"`` or ``"spearman"``.
-        unit: ``"pairs"``, ``"rows"``, ``"cols"`` or ``"both"`` (see :func:`bootstrap_correlation`).
-        n_boot: number of bootstrap replicates, >= 100.
-        confidence: two-sided level, in (0, 1).
-        seed: seed of ``numpy.random.default_rng``.
+        method, unit, n_boot, confidence, seed: as in :func:`bootstrap_correlation`.
 
     Returns:
         :class:`Interval` of the difference; ``estimate`` is the difference on the full data.
@@ -396,8 +382,7 @@ def bootstrap_correlation_difference(
     check_boot(n_boot, confidence)
     other = truth if truth_b is None else truth_b
     estimates, boot, n, shape = correlation_replicates([a, b], [truth, other], method, unit, n_boot, seed)
-    values = _check_degenerate(boot[0] - boot[1], n_boot, "the difference", unit, shape)
-    low, high = percentile(values, confidence)
+    low, high = _percentile_of_defined(boot[0] - boot[1], n_boot, confidence, "the difference", unit, shape)
     return Interval(estimates[0] - estimates[1], low, high, float(confidence), int(n))
 
 
@@ -498,9 +483,7 @@ def bootstrap_mean_difference(
         b: ``[n]`` values of the second (``[m]`` when not paired).
         paired: whether ``a[i]`` and ``b[i]`` come from the same unit (the units are resampled,
             i.e. the mean of ``a - b``); otherwise ``a`` and ``b`` are resampled independently.
-        n_boot: number of bootstrap replicates, >= 100.
-        confidence: two-sided level, in (0, 1).
-        seed: seed of ``numpy.random.default_rng``.
+        n_boot, confidence, seed: as in :func:`bootstrap_mean`.
 
     Returns:
         :class:`Interval` of the difference; ``n`` is the number of units (``len(a) + len(b)``

@@ -49,20 +49,15 @@ def seed_everything(seed: int = 0, *, deterministic: bool = True) -> torch.Gener
     return torch.Generator().manual_seed(seed)
 
 
-def _interactive() -> bool:
-    """Progress bars are for people: off under pytest and when ``IU_PROGRESS=0`` (the book's
-    test and build commands set it, so executed notebooks stay free of bar output)."""
-    return not (os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("IU_PROGRESS", "1") == "0")
-
-
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, show: bool | None = None) -> Iterator[T]:
     """Wrap a long loop in a ``tqdm.auto`` progress bar in interactive use, silently otherwise.
 
     Bars are off under pytest and when ``IU_PROGRESS=0``; ``show=True``/``False`` forces the
     choice.
     """
-    if show is None:
-        show = _interactive()
+    if show is None:  # bars are for people; the book's test and build commands set IU_PROGRESS=0,
+        # so executed notebooks stay free of bar output
+        show = not (os.environ.get("PYTEST_CURRENT_TEST") or os.environ.get("IU_PROGRESS", "1") == "0")
     if not show:
         return iter(iterable)
     from tqdm.auto import tqdm
