@@ -27,8 +27,7 @@ on the test example itself (``method="self"``) is the upper reference: it uses t
 which a real correction would not have.
 
 Results are tidy ``pandas`` DataFrames: :func:`correct` gives one row per
-(method, test example, k, s), :func:`summarize` one row per (method, k, s) with the flip rate and
-its Wilson confidence interval (:func:`wilson_interval`).
+(method, test example, k, s).
 
 **Honest statistics.** The test example is the statistical unit. :func:`random_selections` draws
 several random selections per example and :func:`average_draws` turns them into one outcome per
@@ -84,7 +83,6 @@ __all__ = [
     "select_helpful",
     "correct",
     "first_order_loss_change",
-    "summarize",
     "wilson_interval",
     "score_methods",
     "random_selections",
@@ -562,39 +560,6 @@ def first_order_loss_change(obj: Objective, theta: Tensor, train: Data, test: Da
     dot = torch.gather(dots, 1, inverse).mean(1)  # [n_test]: ∇ℓ(test_i)ᵀ ḡ_S
     s = torch.tensor([float(v) for v in _check_grid("steps", steps)], dtype=dot.dtype, device=dot.device)
     return -lr * dot[:, None] * s[None, :]
-
-
-def summarize(results: Any, confidence: float = 0.95):
-    """One row per (method, k, s): the flip rate with its Wilson interval and the mean effects.
-
-    Args:
-        results: the DataFrame from :func:`correct`.
-        confidence: level of the Wilson interval.
-
-    Returns:
-        A DataFrame with columns ``method, k, s, n, flips, flip_rate, ci_low, ci_high,
-        loss_change`` (mean change of the test loss), ``heldout_acc_change,
-        heldout_loss_change, heldout_broken`` (means over test examples).
-    """
-    import pandas as pd
-
-    _check_columns(results, ("method", "k", "s", "flipped"))
-    g = results.groupby(["method", "k", "s"], sort=False)
-    out = g.agg(
-        n=("flipped", "size"),
-        flips=("flipped", "sum"),
-        loss_change=("loss_change", "mean"),
-        heldout_acc_change=("heldout_acc_change", "mean"),
-        heldout_loss_change=("heldout_loss_change", "mean"),
-        heldout_broken=("heldout_broken", "mean"),
-    ).reset_index()
-    out["flips"] = out["flips"].astype(int)
-    out["flip_rate"] = out["flips"] / out["n"]
-    low, high = wilson_interval(out["flips"].to_numpy(), out["n"].to_numpy(), confidence)
-    out["ci_low"], out["ci_high"] = low, high
-    cols = ["method", "k", "s", "n", "flips", "flip_rate", "ci_low", "ci_high", "loss_change",
-            "heldout_acc_change", "heldout_loss_change", "heldout_broken"]
-    return pd.DataFrame(out[cols]).reset_index(drop=True)
 
 
 def _check_columns(results: Any, columns: Sequence[str]) -> None:

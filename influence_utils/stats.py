@@ -14,9 +14,9 @@ interval), so prose and plots can show it the same way (``f"{iv:.3f}"``, ``iv.ex
   numbers), so intervals of a curve over, say, the horizon T are comparable point to point.
 * **Means** (:func:`bootstrap_mean`, :func:`bootstrap_mean_difference`).
 * **Proportions** (:func:`wilson_interval`, :func:`wilson`): the Wilson score interval.
-* **Tests of paired outcomes** (:func:`sign_test`, :func:`mcnemar_exact`,
-  :func:`paired_comparisons`) with Holm's step-down correction for several comparisons
-  (:func:`holm`).
+* **Tests of paired outcomes** (:func:`sign_test`, :func:`mcnemar_exact`) with Holm's step-down
+  correction for several comparisons (:func:`holm`); :func:`~influence_utils.correction.compare`
+  runs them over the methods of a correction study.
 
 All routines accept numpy arrays, torch tensors or sequences, compute in float64, and are
 deterministic given ``seed`` (``numpy.random.default_rng``). Exact tests use ``scipy.stats``.
@@ -24,7 +24,7 @@ deterministic given ``seed`` (``numpy.random.default_rng``). Exact tests use ``s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,6 @@ __all__ = [
     "sign_test",
     "mcnemar_exact",
     "holm",
-    "paired_comparisons",
 ]
 
 #: Resampling units understood by :func:`bootstrap_correlation`.
@@ -621,48 +620,3 @@ def holm(pvalues: Any) -> np.ndarray:
     out = np.empty(m)
     out[order] = adjusted
     return out.reshape(p.shape)
-
-
-def paired_comparisons(
-    outcomes: Mapping[str, Any],
-    pairs: Sequence[tuple[str, str]],
-    *,
-    alpha: float = 0.05,
-):
-    """McNemar tests of several pairs of methods on the same units, Holm-corrected.
-
-    Args:
-        outcomes: method name -> ``[n]`` boolean outcomes (all on the same n units, same order).
-        pairs: the ``(a, b)`` method pairs to compare.
-        alpha: family-wise level for the ``significant`` column.
-
-    Returns:
-        ``pandas.DataFrame`` with one row per pair: ``a``, ``b``, ``n``, ``rate_a``, ``rate_b``,
-        ``only_a``, ``only_b``, ``pvalue`` (:func:`mcnemar_exact`), ``pvalue_holm`` (:func:`holm`
-        over the rows of this call) and ``significant`` (``pvalue_holm < alpha``).
-    """
-    import pandas as pd
-
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), e.g. 0.05, got {alpha}")
-    pairs = [tuple(p) for p in pairs]
-    if not pairs:
-        raise ValueError("pairs is empty; pass at least one (a, b) pair of method names")
-    rows = []
-    for pair in pairs:
-        if len(pair) != 2:
-            raise ValueError(f"each pair must be (a, b), got {pair}")
-        for name in pair:
-            if name not in outcomes:
-                raise ValueError(f"unknown method {name!r} in pairs; outcomes has {sorted(outcomes)}")
-        a, b = pair
-        va, vb = _bools(outcomes[a], a), _bools(outcomes[b], b)
-        test = mcnemar_exact(va, vb)
-        rows.append({
-            "a": a, "b": b, "n": test.n, "rate_a": float(va.mean()), "rate_b": float(vb.mean()),
-            "only_a": test.only_a, "only_b": test.only_b, "pvalue": test.pvalue,
-        })
-    frame = pd.DataFrame(rows)
-    frame["pvalue_holm"] = holm(frame["pvalue"].to_numpy())
-    frame["significant"] = frame["pvalue_holm"] < alpha
-    return frame

@@ -193,20 +193,20 @@ def test_wilson_interval_known_values():
         cr.wilson_interval(3, 2)
 
 
-def test_summary_counts_flips_and_intervals(wrong):
+def test_analyze_counts_flips_with_wilson_intervals(wrong):
     obj, theta, train, test, _ = wrong
     sel = cr.select_helpful(cr.helpful_scores("cosine", obj, theta, train, test), 3)
     df = cr.correct(obj, theta, train, test, train, {"cos": sel}, ks=[1, 3], steps=[1, 20], lr=1.0)
-    summ = cr.summarize(df)
-    assert list(summ.method.unique()) == ["cos", "self"]
-    assert len(summ) == 2 * 2 * 2
-    for row in summ.itertuples():
+    table = cr.analyze(df, n_boot=200)
+    assert list(table.method.unique()) == ["cos", "self"]
+    assert len(table) == 2 * 2 * 2 and (table.interval == "wilson").all()
+    for row in table.itertuples():
         part = df[(df.method == row.method) & (df.k == row.k) & (df.s == row.s)]
         assert row.n == len(test[1]) and row.flips == int(part.flipped.sum())
-        assert (row.ci_low, row.ci_high) == pytest.approx(cr.wilson_interval(row.flips, row.n))
-        assert row.ci_low <= row.flip_rate <= row.ci_high
+        assert (row.flip_low, row.flip_high) == pytest.approx(cr.wilson_interval(int(row.flips), row.n))
+        assert row.flip_low <= row.flip_rate <= row.flip_high
     # fine-tuning on the test example itself for 20 steps at lr 1 flips every one of them
-    assert summ[(summ.method == "self") & (summ.s == 20)].flip_rate.min() == 1.0
+    assert table[(table.method == "self") & (table.s == 20)].flip_rate.min() == 1.0
 
 
 def test_multiclass_runs_match_iu_train():
@@ -265,8 +265,8 @@ def test_bad_input_errors(wrong, logreg):
         cr.select_helpful(torch.full((2, 5), float("nan")), 1)
     with pytest.raises(ValueError, match="class labels"):
         cr.random_scores(torch.tensor([0.5, 1.0]), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="summarize|correct"):
-        cr.summarize(__import__("pandas").DataFrame({"a": [1]}))
+    with pytest.raises(ValueError, match="correct"):
+        cr.analyze(__import__("pandas").DataFrame({"a": [1]}))
 
 
 def test_sample_is_mispredicted_and_disjoint_from_heldout(logreg):

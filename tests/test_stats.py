@@ -125,24 +125,6 @@ def test_holm_monotone_and_not_below_raw():
         st.holm([0.1, 1.5])
 
 
-def test_paired_comparisons_frame():
-    rng = np.random.default_rng(6)
-    outcomes = {"abif": rng.random(80) < 0.7, "tracin": rng.random(80) < 0.45, "random": rng.random(80) < 0.2}
-    pairs = [("abif", "tracin"), ("abif", "random"), ("tracin", "random")]
-    frame = st.paired_comparisons(outcomes, pairs)
-    assert list(frame.columns) == ["a", "b", "n", "rate_a", "rate_b", "only_a", "only_b", "pvalue",
-                                   "pvalue_holm", "significant"]
-    assert list(zip(frame["a"], frame["b"])) == pairs
-    np.testing.assert_array_equal(frame["pvalue_holm"], st.holm(frame["pvalue"].to_numpy()))
-    np.testing.assert_array_equal(frame["significant"], frame["pvalue_holm"] < 0.05)
-    for row in frame.itertuples():
-        ref = st.mcnemar_exact(outcomes[row.a], outcomes[row.b])
-        assert (row.pvalue, row.only_a, row.only_b, row.n) == (ref.pvalue, ref.only_a, ref.only_b, 80)
-        assert row.rate_a == outcomes[row.a].mean()
-    with pytest.raises(ValueError, match="unknown method 'tbif'"):
-        st.paired_comparisons(outcomes, [("abif", "tbif")])
-
-
 # --------------------------------------------------------------------------- bootstrap
 def _bivariate(n, rho, seed):
     rng = np.random.default_rng(seed)
