@@ -42,7 +42,13 @@ from .data import Dataset, load_dataset
 from .models import encode_texts
 from .objective import Objective, per_example_cross_entropy
 from .training import train as sgd_train
-from .trunk import cifar_resnet18, split, top_parameter_names, trunk_features
+from .trunk import (
+    cifar_resnet18,
+    layer_output,
+    split,
+    top_parameter_names,
+    trunk_features,
+)
 from .utils import progress
 
 __all__ = ["TopLayerCheckpoint", "checkpoint", "build_model", "pretrain", "tokenizer_for", "MODELS",
@@ -471,8 +477,6 @@ def _trunk_stage(task: TopLayerTask, dataset: Dataset, model: nn.Module, tokeniz
 @torch.no_grad()
 def _mean_pooled_top(model: nn.Module, features: tuple, n_top: int, device, chunk_size: int = 64) -> Tensor:
     """Run the top ``n_top`` encoder layers in full on trunk features; mean over non-padding tokens: ``[n, H]``."""
-    from .trunk import layer_output
-
     layers = model.model.bert.encoder.layer[len(model.model.bert.encoder.layer) - n_top :]
     hidden, mask = features
     pooled = []

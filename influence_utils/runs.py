@@ -46,9 +46,8 @@ from .batching import Data, subset, validate_batch
 from .objective import Objective
 from .utils import progress
 
-__all__ = ["SGD", "batch_order", "record_steps", "Proximal", "step_loss", "descend", "descend_rows", "gd_schedule", "run_blocks",
-           "newton_runs",
-           "tensor_data"]
+__all__ = ["SGD", "batch_order", "record_steps", "Proximal", "step_loss", "descend", "descend_rows", "gd_schedule",
+           "run_blocks", "newton_runs", "tensor_data"]
 
 
 def batch_order(n: int, steps: int, batch_size: int | None = None, seed: int = 0) -> Tensor | None:

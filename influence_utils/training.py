@@ -128,8 +128,8 @@ def train(
         obj: the objective (model, loss, weight decay, selected parameters).
         theta0: starting parameters ``[p]`` (an initialisation or a checkpoint).
         data: ``(inputs, targets)`` tensors.
-        schedule: an :class:`~influence_utils.runs.SGD` (its fields say what they mean), or its
-            fields as keywords; θ is recorded at its recorded steps (the start and end always).
+        schedule: an :class:`~influence_utils.runs.SGD`, or its fields as keywords
+            (``steps=600, lr=0.3, batch_size=32``); θ is recorded at the schedule's recorded steps.
         weights: per-example weights ``[n]`` (0 removes an example, keeping the 1/n scaling).
         perturbation: ``(z, eps)`` adds ``eps · Σ_{z_k ∈ z} ℓ(z_k; θ)`` to every step's objective;
             ``z`` is an ``(inputs, targets)`` batch.
