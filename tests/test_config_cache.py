@@ -1,6 +1,7 @@
 """Profiles, the config-keyed cache, seeding and the plotting helpers."""
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
@@ -63,6 +64,29 @@ def test_seed_everything_makes_runs_repeatable():
     a = torch.randn(3)
     iu.seed_everything(7)
     assert torch.equal(a, torch.randn(3))
+
+
+def _tf32_flags():
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+def test_seed_everything_turns_tensorfloat32_off_without_warnings():
+    """TF32 (torch's default for float32 convolutions on Ampere+ GPUs) is off after the seeding call,
+    readable through both of torch's APIs; deterministic=False leaves it alone."""
+    before = _tf32_flags()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        iu.seed_everything(0, deterministic=False)
+        assert _tf32_flags() == (True, True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            iu.seed_everything(0)
+        assert _tf32_flags() == (False, False)
+        if hasattr(torch.backends, "fp32_precision"):  # torch >= 2.9: the newer settings agree
+            assert torch.backends.cudnn.conv.fp32_precision != "tf32"
+            assert torch.backends.cuda.matmul.fp32_precision != "tf32"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def test_statistics():
