@@ -49,29 +49,12 @@ def seed_everything(seed: int = 0, *, deterministic: bool = True) -> torch.Gener
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-        _full_float32_precision()
+        # TF32 keeps a 10-bit mantissa (errors near 1e-3); Hessian solves amplify that. The legacy
+        # flags, not torch >= 2.9's fp32_precision settings: after those, reading allow_tf32 raises.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*TF32.*", category=UserWarning)  # "will be deprecated"
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     return torch.Generator().manual_seed(seed)
-
-
-def _full_float32_precision() -> None:
-    """No TensorFloat-32 on GPUs: float32 matrix products and cuDNN convolutions keep float32's
-    24-bit mantissa.
-
-    On Ampere and later GPUs torch runs float32 convolutions in TF32 by default (inputs rounded
-    to a 10-bit mantissa, relative errors near 1e-3), which is ample for training but not for
-    influence scores, where a Hessian's small eigenvalues amplify rounding and the chapters
-    compare float32 computations at relative tolerances down to 1e-4. A no-op for CPU
-    computations.
-
-    Set through the ``allow_tf32`` flags, which every torch since 2.3 has. Torch ≥ 2.9 also has
-    ``fp32_precision`` settings, but once those are set its ``allow_tf32`` getters raise a
-    RuntimeError for any code that still reads them; setting the flags leaves both readable.
-    Some torch versions warn that the flags will be deprecated; that warning is silenced here.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*TF32.*", category=UserWarning)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
 
 
 def progress(iterable: Iterable[T], desc: str = "", total: int | None = None, show: bool | None = None) -> Iterator[T]:
